@@ -1,0 +1,1 @@
+"""History encoders: STCA, LONGER and the baselines, behind one interface."""

@@ -1,0 +1,459 @@
+"""Typed run configuration: dataclasses with defaults, YAML files and `--set` overrides.
+
+Every section validates itself; errors name the dotted field and the allowed values, and
+are raised before any work starts. `save_config` writes the resolved config next to a
+run's outputs so every result can be reproduced.
+
+Example:
+    cfg = load_config("configs/demo.yaml", ["model.d_model=128", "train.steps=500"])
+    cfg.model.d_model  # 128
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+def _choice(path: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{path}: {value!r} is not allowed; allowed values: "
+                          + ", ".join(repr(a) for a in allowed))
+
+
+def _check(cond: bool, path: str, value: Any, requirement: str) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {value!r} is invalid; it must be {requirement}")
+
+
+@dataclass
+class SchemaConfig:
+    """Maps columns of a raw impression log onto the raw schema (README, "Raw schema").
+
+    An empty `request_id` means requests are derived: one user's rows whose timestamps
+    fall into the same `request_window_s`-second bucket form one request.
+    """
+    user_id: str = "user_id"
+    request_id: str = "request_id"
+    timestamp: str = "timestamp"
+    item_id: str = "item_id"
+    author_id: str = "author_id"      # empty: the log has no author column
+    tasks: list[str] = field(default_factory=lambda: ["click", "like", "finish"])
+    timestamp_unit: str = "s"         # unit of the raw timestamp column: s | ms
+    request_window_s: int = 0         # used only when request_id is empty
+    csv_delimiter: str = ","
+    columns: list[str] = field(default_factory=list)  # CSV without header: column names
+
+    def validate(self, p: str = "data.schema") -> None:
+        for name in ("user_id", "timestamp", "item_id"):
+            _check(bool(getattr(self, name)), f"{p}.{name}", getattr(self, name), "a column name")
+        _check(len(self.tasks) >= 1, f"{p}.tasks", self.tasks, "a non-empty list of label columns")
+        _check(len(set(self.tasks)) == len(self.tasks), f"{p}.tasks", self.tasks, "unique")
+        _check(len(self.tasks) <= 8, f"{p}.tasks", self.tasks, "at most 8 tasks (action bitmask)")
+        _choice(f"{p}.timestamp_unit", self.timestamp_unit, ("s", "ms"))
+        _check(self.request_window_s >= 0, f"{p}.request_window_s", self.request_window_s, ">= 0")
+        _check(bool(self.request_id) or self.request_window_s > 0, f"{p}.request_window_s",
+               self.request_window_s, "> 0 when data.schema.request_id is empty")
+        _check(len(self.csv_delimiter) == 1, f"{p}.csv_delimiter", self.csv_delimiter,
+               "a single character")
+
+
+@dataclass
+class DataConfig:
+    """Raw data and the preprocessing (Beam) job."""
+    schema: SchemaConfig = field(default_factory=SchemaConfig)
+    format: str = "csv"               # csv | jsonl | parquet | movielens | kuairand
+    max_history: int = 10240          # cap of stored history events per request
+    history_events: str = "all"       # all impressions, or only those with a positive label
+    eval_fraction: float = 0.1        # the latest fraction of requests (by time) goes to eval
+    num_shards: int = 4               # TFRecord shards per split; 0 lets the runner decide
+    compression: str = "gzip"         # gzip | none
+    layout: str = "request"           # request (RLB) | pointwise (baseline only)
+    max_row_bytes: int = 1 << 20      # longer raw rows go to the dead-letter output
+    movielens_positive_rating: int = 4   # MovieLens label: rating >= this
+    movielens_request_window_s: int = 86400
+    kuairand_video_features: str = ""    # glob of KuaiRand video feature CSVs (author_id)
+    kuairand_request_window_s: int = 60
+
+    def validate(self, p: str = "data") -> None:
+        self.schema.validate(f"{p}.schema")
+        _choice(f"{p}.format", self.format, ("csv", "jsonl", "parquet", "movielens", "kuairand"))
+        _check(self.max_history >= 1, f"{p}.max_history", self.max_history, ">= 1")
+        _choice(f"{p}.history_events", self.history_events, ("all", "positive"))
+        _check(0.0 <= self.eval_fraction < 1.0, f"{p}.eval_fraction", self.eval_fraction,
+               "in [0, 1)")
+        _check(self.num_shards >= 0, f"{p}.num_shards", self.num_shards, ">= 0")
+        _choice(f"{p}.compression", self.compression, ("gzip", "none"))
+        _choice(f"{p}.layout", self.layout, ("request", "pointwise"))
+        _check(self.max_row_bytes >= 64, f"{p}.max_row_bytes", self.max_row_bytes, ">= 64")
+        _check(self.movielens_request_window_s > 0, f"{p}.movielens_request_window_s",
+               self.movielens_request_window_s, "> 0")
+        _check(self.kuairand_request_window_s > 0, f"{p}.kuairand_request_window_s",
+               self.kuairand_request_window_s, "> 0")
+
+
+@dataclass
+class SynthConfig:
+    """Synthetic impression logs with a planted long-range signal (docs/synthetic_data.md)."""
+    users: int = 200
+    events_median: int = 2000         # per-user event counts: log-normal around this ...
+    events_sigma: float = 0.8
+    events_min: int = 200             # ... clipped to [events_min, events_max]
+    events_max: int = 50000
+    items: int = 100000
+    authors: int = 5000
+    targets_min: int = 4              # targets per request: uniform in [min, max]
+    targets_max: int = 12
+    favorite_authors: int = 8         # long-term interests per user
+    favorite_rate: float = 0.02       # share of impressions from long-term favourites
+    short_term_rate: float = 0.3      # share of impressions from the drifting interest
+    drift_every: int = 150            # impressions between short-term interest changes
+    seed: int = 0
+    format: str = "csv"               # csv | jsonl | parquet
+    files: int = 2
+    start_ts: int = 1_600_000_000     # seconds
+
+    def validate(self, p: str = "synth") -> None:
+        for name in ("users", "events_median", "events_min", "items", "authors", "targets_min",
+                     "favorite_authors", "drift_every", "files"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
+        _check(self.events_max >= self.events_min, f"{p}.events_max", self.events_max,
+               f">= synth.events_min ({self.events_min})")
+        _check(self.targets_max >= self.targets_min, f"{p}.targets_max", self.targets_max,
+               f">= synth.targets_min ({self.targets_min})")
+        _check(self.events_sigma >= 0, f"{p}.events_sigma", self.events_sigma, ">= 0")
+        _check(self.favorite_authors < self.authors, f"{p}.favorite_authors",
+               self.favorite_authors, f"< synth.authors ({self.authors})")
+        for name in ("favorite_rate", "short_term_rate"):
+            _check(0 <= getattr(self, name) <= 1, f"{p}.{name}", getattr(self, name), "in [0, 1]")
+        _check(self.favorite_rate + self.short_term_rate <= 1, f"{p}.short_term_rate",
+               self.short_term_rate, "such that favorite_rate + short_term_rate <= 1")
+        _choice(f"{p}.format", self.format, ("csv", "jsonl", "parquet"))
+
+
+ENCODERS = ("stca", "longer", "target_attention", "din", "transformer", "mean")
+HEADS = ("rankmixer", "dcn", "mlp")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclass
+class LongerConfig:
+    """LONGER encoder (arXiv 2505.04421) options; used when model.encoder == 'longer'."""
+    merge_k: int = 4                  # adjacent history tokens merged into one; 1 = off
+    merge_mode: str = "concat"        # concat | innertrans
+    recent_k: int = 32                # most recent merged tokens used as extra queries
+    self_attn_layers: int = 2         # causal self-attention layers over the short set
+
+    def validate(self, p: str = "model.longer") -> None:
+        _check(self.merge_k >= 1, f"{p}.merge_k", self.merge_k, ">= 1")
+        _choice(f"{p}.merge_mode", self.merge_mode, ("concat", "innertrans"))
+        _check(self.recent_k >= 0, f"{p}.recent_k", self.recent_k, ">= 0")
+        _check(self.self_attn_layers >= 1, f"{p}.self_attn_layers", self.self_attn_layers, ">= 1")
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "stca"
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 3
+    ffn_mult: int = 2                 # SwiGLU inner width = ffn_mult * d_model
+    item_buckets: int = 200_003       # int64 IDs are hashed into these many rows
+    author_buckets: int = 20_011
+    user_buckets: int = 100_003
+    action_buckets: int = 256
+    time_buckets: int = 64            # log-bucketed (request_ts - hist_ts)
+    time_log_base: float = 1.5
+    use_user_id: bool = True
+    head: str = "rankmixer"
+    head_layers: int = 2
+    head_width: int = 128
+    dropout: float = 0.0
+    rlb: bool = True                  # False: point-wise mode, history copied per target
+    recompute: bool = False           # activation recomputation of per-layer history blocks
+    precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16
+    longer: LongerConfig = field(default_factory=LongerConfig)
+
+    def validate(self, p: str = "model") -> None:
+        _choice(f"{p}.encoder", self.encoder, ENCODERS)
+        _choice(f"{p}.head", self.head, HEADS)
+        _choice(f"{p}.precision", self.precision, PRECISIONS)
+        for name in ("d_model", "num_heads", "num_layers", "ffn_mult", "item_buckets",
+                     "author_buckets", "user_buckets", "action_buckets", "time_buckets",
+                     "head_layers", "head_width"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
+        _check(self.d_model % self.num_heads == 0, f"{p}.num_heads", self.num_heads,
+               f"a divisor of model.d_model ({self.d_model})")
+        _check(self.time_log_base > 1.0, f"{p}.time_log_base", self.time_log_base, "> 1")
+        _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", self.dropout, "in [0, 1)")
+        self.longer.validate(f"{p}.longer")
+
+
+@dataclass
+class LengthSamplerConfig:
+    """Per-example training history length L = l_min + s (l_max - l_min), s ~ Beta(a, b)."""
+    mode: str = "beta"                # beta (length-extrapolative) | fixed (= l_max)
+    l_min: int = 64
+    l_max: int = 1024
+    beta_a: float = 0.4
+    beta_b: float = 0.8
+    multiple: int = 8                 # sampled lengths are rounded up to this multiple
+
+    def validate(self, p: str = "train.length") -> None:
+        _choice(f"{p}.mode", self.mode, ("beta", "fixed"))
+        _check(self.l_min >= 1, f"{p}.l_min", self.l_min, ">= 1")
+        _check(self.l_max >= self.l_min, f"{p}.l_max", self.l_max,
+               f">= train.length.l_min ({self.l_min})")
+        _check(self.beta_a > 0, f"{p}.beta_a", self.beta_a, "> 0")
+        _check(self.beta_b > 0, f"{p}.beta_b", self.beta_b, "> 0")
+        _check(self.multiple >= 1, f"{p}.multiple", self.multiple, ">= 1")
+
+
+@dataclass
+class TrainConfig:
+    length: LengthSamplerConfig = field(default_factory=LengthSamplerConfig)
+    token_budget: int = 65536         # requests x padded history length per global batch
+    bucket_boundaries: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
+    max_targets: int = 16             # targets per example; longer requests are split
+    shuffle_buffer: int = 2048
+    steps: int = 1000
+    optimizer: str = "adam"           # adam | adamw | adagrad
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    decay: str = "cosine"             # cosine | none
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0            # global-norm gradient clipping; 0 disables
+    strategy: str = "default"         # default | mirrored | multi_worker
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    seed: int = 0
+    deterministic: bool = False       # deterministic input order (tests, parity runs)
+
+    def validate(self, p: str = "train") -> None:
+        self.length.validate(f"{p}.length")
+        _check(self.token_budget >= 1, f"{p}.token_budget", self.token_budget, ">= 1")
+        _check(len(self.bucket_boundaries) >= 1 and all(b >= 1 for b in self.bucket_boundaries)
+               and list(self.bucket_boundaries) == sorted(set(self.bucket_boundaries)),
+               f"{p}.bucket_boundaries", self.bucket_boundaries,
+               "a non-empty, strictly increasing list of positive lengths")
+        _check(self.max_targets >= 1, f"{p}.max_targets", self.max_targets, ">= 1")
+        _check(self.shuffle_buffer >= 0, f"{p}.shuffle_buffer", self.shuffle_buffer, ">= 0")
+        _check(self.steps >= 1, f"{p}.steps", self.steps, ">= 1")
+        _choice(f"{p}.optimizer", self.optimizer, ("adam", "adamw", "adagrad"))
+        _check(self.learning_rate > 0, f"{p}.learning_rate", self.learning_rate, "> 0")
+        _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, ">= 0")
+        _choice(f"{p}.decay", self.decay, ("cosine", "none"))
+        _check(0 <= self.min_lr_ratio <= 1, f"{p}.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, ">= 0")
+        _check(self.clip_norm >= 0, f"{p}.clip_norm", self.clip_norm, ">= 0")
+        _choice(f"{p}.strategy", self.strategy, ("default", "mirrored", "multi_worker"))
+        for name in ("checkpoint_every", "keep_checkpoints", "log_every"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
+
+
+@dataclass
+class EvalConfig:
+    lengths: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
+    token_budget: int = 131072
+    max_requests: int = 0             # 0: the whole eval split
+
+    def validate(self, p: str = "eval") -> None:
+        _check(len(self.lengths) >= 1 and all(v >= 1 for v in self.lengths), f"{p}.lengths",
+               self.lengths, "a non-empty list of positive lengths")
+        _check(self.token_budget >= 1, f"{p}.token_budget", self.token_budget, ">= 1")
+        _check(self.max_requests >= 0, f"{p}.max_requests", self.max_requests, ">= 0")
+
+
+@dataclass
+class ExportConfig:
+    model_name: str = "stca"
+    version: int = 0                  # 0: next free version number under the export base
+    cache_dtype: str = "float32"      # dtype of the exported user_cache: float32 | bfloat16
+    warmup_history: int = 1024        # history length of the warmup requests
+    warmup_candidates: int = 64
+
+    def validate(self, p: str = "export") -> None:
+        _check(bool(self.model_name) and "/" not in self.model_name, f"{p}.model_name",
+               self.model_name, "a non-empty name without '/'")
+        _check(self.version >= 0, f"{p}.version", self.version, ">= 0")
+        _choice(f"{p}.cache_dtype", self.cache_dtype, ("float32", "bfloat16"))
+        _check(self.warmup_history >= 1, f"{p}.warmup_history", self.warmup_history, ">= 1")
+        _check(self.warmup_candidates >= 1, f"{p}.warmup_candidates", self.warmup_candidates,
+               ">= 1")
+
+
+@dataclass
+class ServingConfig:
+    max_history: int = 10240          # longest history the client accepts
+    max_candidates: int = 4096
+    chunk_size: int = 128             # candidates per score_candidates call
+    cache_bytes: int = 256 << 20      # LRU user-cache capacity
+    cache_ttl_s: float = 300.0
+    timeout_s: float = 10.0
+
+    def validate(self, p: str = "serving") -> None:
+        for name in ("max_history", "max_candidates", "chunk_size"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
+        _check(self.cache_bytes >= 0, f"{p}.cache_bytes", self.cache_bytes, ">= 0")
+        _check(self.cache_ttl_s > 0, f"{p}.cache_ttl_s", self.cache_ttl_s, "> 0")
+        _check(self.timeout_s > 0, f"{p}.timeout_s", self.timeout_s, "> 0")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+        return self
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.data.schema.tasks)
+
+
+# ---------------------------------------------------------------------------------------
+# Building configs from dicts, YAML and --set overrides.
+
+def _coerce(path: str, value: Any, tp: Any) -> Any:
+    """Converts a YAML/CLI value to the annotated field type or raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of fields, got {value!r}")
+        return _from_dict(tp, value, path)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):  # "a,b,c" from the command line
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(f"{path}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    raise TypeError(f"unsupported config field type {tp!r} at {path}")
+
+
+def _from_dict(cls: type, values: dict, path: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = path or "config"
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed fields: "
+                          + ", ".join(sorted(names)))
+    # Start from the defaults so a partial YAML section keeps every field it does not name.
+    result = cls()
+    for k, v in values.items():
+        setattr(result, k, _coerce(f"{path}.{k}" if path else k, v, hints[k]))
+    return result
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(values: dict | None) -> Config:
+    return _from_dict(Config, values or {})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Splits 'a.b.c=value' into (['a','b','c'], yaml-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. model.d_model=128")
+    key, raw = text.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(values: dict, overrides: Iterable[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return values
+
+
+def load_config(path: str | None = None, overrides: Iterable[str] = (),
+                validate: bool = True) -> Config:
+    """YAML file (optional) + `key=value` overrides -> validated Config."""
+    values: dict = {}
+    if path:
+        from pipeline import fileio
+        loaded = yaml.safe_load(fileio.read_text(path))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        values = loaded or {}
+    values = apply_overrides(values, overrides)
+    cfg = config_from_dict(values)
+    return cfg.validate() if validate else cfg
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, directory: str, name: str = "config.yaml") -> str:
+    """Writes the resolved config into `directory` (local or remote) and returns the path."""
+    from pipeline import fileio
+    fileio.makedirs(directory)
+    path = fileio.join(directory, name)
+    fileio.write_text(path, dump_config(cfg))
+    return path

@@ -1,0 +1,173 @@
+"""The request-grouped TFRecord schema and the ONE builder of model inputs from records.
+
+One tf.train.Example per request (Request Level Batching): the history once, m targets.
+
+    request_id, user_id, request_ts                 int64 scalars (timestamps in Unix ms)
+    hist_item_id, hist_author_id, hist_action,
+    hist_ts                                         int64 lists of length L, most recent first
+    tgt_item_id, tgt_author_id                      int64 lists of length m
+    label_<task>                                    int64 lists of length m, values 0/1
+
+The point-wise baseline layout uses the same features with m = 1.
+
+Writers (the Beam job, the serving client) call `encode_request`; readers (training,
+evaluation, export checks, the serving client) call `parse_examples` / `parse_example` and
+then `model_inputs`, which is the only place dense model inputs are built:
+
+    user_id [B] int64, request_ts [B] int64,
+    hist_item_id / hist_author_id / hist_action / hist_ts [B, L] int64, hist_len [B] int32,
+    tgt_item_id / tgt_author_id [B, M] int64, tgt_len [B] int32
+
+Padded positions hold 0; lengths say what is valid. History keeps the most recent events.
+
+Example:
+    data = encode_request(request_id=1, user_id=7, request_ts=1000, hist_item_id=[5, 4],
+                          hist_author_id=[1, 1], hist_action=[1, 0], hist_ts=[900, 800],
+                          tgt_item_id=[9], tgt_author_id=[2], labels={"click": [1]})
+    inputs, labels = model_inputs(parse_examples(tf.constant([data]), ["click"]), ["click"])
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+SCALAR_FEATURES = ("request_id", "user_id", "request_ts")
+HISTORY_FEATURES = ("hist_item_id", "hist_author_id", "hist_action", "hist_ts")
+TARGET_FEATURES = ("tgt_item_id", "tgt_author_id")
+LENGTH_FEATURES = ("hist_len", "tgt_len")
+
+# Model inputs in signature order; every serving signature uses these names.
+REQUEST_INPUTS = ("user_id", "request_ts")
+USER_INPUTS = REQUEST_INPUTS + HISTORY_FEATURES + ("hist_len",)
+CANDIDATE_INPUTS = TARGET_FEATURES + ("tgt_len",)
+MODEL_INPUTS = USER_INPUTS + CANDIDATE_INPUTS
+
+
+def label_feature(task: str) -> str:
+    return f"label_{task}"
+
+
+def input_dtype(name: str) -> tf.DType:
+    return tf.int32 if name in LENGTH_FEATURES else tf.int64
+
+
+def input_shape(name: str) -> list:
+    """Shape of a model input with unknown batch / length dims (for signatures)."""
+    if name in REQUEST_INPUTS or name in LENGTH_FEATURES:
+        return [None]
+    return [None, None]
+
+
+def input_signature(names: Sequence[str] = MODEL_INPUTS) -> dict[str, tf.TensorSpec]:
+    return {n: tf.TensorSpec(input_shape(n), input_dtype(n), name=n) for n in names}
+
+
+def feature_spec(tasks: Sequence[str]) -> dict:
+    """tf.io parsing spec. List features parse to RaggedTensors (1-D tensors per example)."""
+    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in SCALAR_FEATURES}
+    for n in HISTORY_FEATURES + TARGET_FEATURES + tuple(label_feature(t) for t in tasks):
+        spec[n] = tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64)
+    return spec
+
+
+def _int64_list(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def encode_request(*, request_id: int, user_id: int, request_ts: int,
+                   hist_item_id: Sequence[int], hist_author_id: Sequence[int],
+                   hist_action: Sequence[int], hist_ts: Sequence[int],
+                   tgt_item_id: Sequence[int], tgt_author_id: Sequence[int],
+                   labels: Mapping[str, Sequence[int]]) -> bytes:
+    """One request -> serialized tf.train.Example. IDs must already be int64 (idhash)."""
+    n_hist, n_tgt = len(hist_item_id), len(tgt_item_id)
+    for name, values in (("hist_author_id", hist_author_id), ("hist_action", hist_action),
+                         ("hist_ts", hist_ts)):
+        if len(values) != n_hist:
+            raise ValueError(f"{name} has {len(values)} values, hist_item_id has {n_hist}")
+    if len(tgt_author_id) != n_tgt:
+        raise ValueError(f"tgt_author_id has {len(tgt_author_id)} values, "
+                         f"tgt_item_id has {n_tgt}")
+    feats = {
+        "request_id": _int64_list([int(request_id)]),
+        "user_id": _int64_list([int(user_id)]),
+        "request_ts": _int64_list([int(request_ts)]),
+        "hist_item_id": _int64_list(hist_item_id),
+        "hist_author_id": _int64_list(hist_author_id),
+        "hist_action": _int64_list(hist_action),
+        "hist_ts": _int64_list(hist_ts),
+        "tgt_item_id": _int64_list(tgt_item_id),
+        "tgt_author_id": _int64_list(tgt_author_id),
+    }
+    for task, values in labels.items():
+        if len(values) != n_tgt:
+            raise ValueError(f"labels[{task!r}] has {len(values)} values, expected {n_tgt}")
+        feats[label_feature(task)] = _int64_list(values)
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString()
+
+
+def parse_examples(serialized: tf.Tensor, tasks: Sequence[str]) -> dict:
+    """[B] serialized Examples -> dict of [B] scalars and [B, None] RaggedTensors."""
+    return tf.io.parse_example(serialized, feature_spec(tasks))
+
+
+def parse_example(serialized: tf.Tensor, tasks: Sequence[str]) -> dict:
+    """One serialized Example -> dict of scalars and 1-D tensors."""
+    return tf.io.parse_single_example(serialized, feature_spec(tasks))
+
+
+def _pad(ragged: tf.RaggedTensor, width) -> tf.Tensor:
+    dense = ragged.to_tensor(default_value=0)
+    if width is None:
+        # Never a zero-size axis: a batch of empty histories still gets one padded slot.
+        width = tf.maximum(tf.shape(dense)[1], 1)
+        return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+    return ragged.to_tensor(default_value=0, shape=[None, width])
+
+
+def model_inputs(parsed: Mapping[str, tf.Tensor], tasks: Sequence[str],
+                 max_history: int | None = None, pad_history_to: int | None = None,
+                 pad_targets_to: int | None = None) -> tuple[dict, dict]:
+    """Parsed records (batched, ragged lists) -> (dense model inputs, labels).
+
+    Args:
+      parsed: output of `parse_examples` (or any dict with the same names whose list
+        features are [B, None] RaggedTensors, e.g. after per-example truncation).
+      tasks: label tasks to return (a subset of those parsed).
+      max_history: keep only the most recent `max_history` events (records are stored
+        most recent first, so this is a prefix).
+      pad_history_to: static padded history length (must be >= the kept lengths);
+        None pads to the longest history in the batch (at least 1).
+      pad_targets_to: static padded target count; None pads to the batch maximum.
+
+    Returns:
+      inputs: dict named as `MODEL_INPUTS`.
+      labels: dict task -> [B, M] float32 (0 at padded targets).
+    """
+    hist = {n: parsed[n] for n in HISTORY_FEATURES}
+    if max_history is not None:
+        hist = {n: v[:, :max_history] for n, v in hist.items()}
+    inputs = {
+        "user_id": tf.cast(parsed["user_id"], tf.int64),
+        "request_ts": tf.cast(parsed["request_ts"], tf.int64),
+    }
+    for n, v in hist.items():
+        inputs[n] = _pad(v, pad_history_to)
+    inputs["hist_len"] = tf.cast(hist["hist_item_id"].row_lengths(), tf.int32)
+    for n in TARGET_FEATURES:
+        inputs[n] = _pad(parsed[n], pad_targets_to)
+    inputs["tgt_len"] = tf.cast(parsed["tgt_item_id"].row_lengths(), tf.int32)
+    width = tf.shape(inputs["tgt_item_id"])[1]
+    labels = {}
+    for t in tasks:
+        dense = parsed[label_feature(t)].to_tensor(default_value=0)
+        dense = tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+        labels[t] = tf.cast(dense, tf.float32)
+    return inputs, labels
+
+
+def target_mask(tgt_len: tf.Tensor, width) -> tf.Tensor:
+    """[B] lengths -> [B, M] bool mask of valid targets."""
+    return tf.sequence_mask(tgt_len, width)

@@ -1,0 +1,79 @@
+"""File access for local, gs:// and s3:// paths (tf.io.gfile plus tensorflow-io's file systems).
+
+Beam transforms use Beam's FileSystems; everything else (configs, checkpoints, reports,
+exports) goes through here so that one path syntax works everywhere.
+"""
+from __future__ import annotations
+
+import os
+
+_TFIO_SCHEMES = ("s3://", "hdfs://", "az://")
+
+
+def _gfile():
+    import tensorflow as tf
+    return tf.io.gfile
+
+
+def ensure_filesystem(path: str) -> None:
+    """Registers tensorflow-io's file systems when `path` needs them (s3://, hdfs://, az://)."""
+    if str(path).startswith(_TFIO_SCHEMES):
+        import tensorflow_io  # noqa: F401  (import registers the file systems)
+
+
+def is_remote(path: str) -> bool:
+    return "://" in str(path)
+
+
+def join(*parts: str) -> str:
+    if is_remote(parts[0]):
+        return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
+    return os.path.join(*parts)
+
+
+def makedirs(path: str) -> None:
+    if not is_remote(path):
+        os.makedirs(path, exist_ok=True)
+        return
+    ensure_filesystem(path)
+    if not path.startswith("s3://"):  # object stores have no directories to create
+        _gfile().makedirs(path)
+
+
+def exists(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.exists(path)
+    ensure_filesystem(path)
+    return _gfile().exists(path)
+
+
+def glob(pattern: str) -> list[str]:
+    if not is_remote(pattern):
+        import glob as _glob
+        return sorted(_glob.glob(pattern))
+    ensure_filesystem(pattern)
+    return sorted(_gfile().glob(pattern))
+
+
+def read_text(path: str) -> str:
+    if not is_remote(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    ensure_filesystem(path)
+    with _gfile().GFile(path, "r") as f:
+        return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+    if not is_remote(path):
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)  # atomic: readers never see a half-written file
+        return
+    ensure_filesystem(path)
+    with _gfile().GFile(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,350 @@
+"""tf.data input: shard listing, length-extrapolative sampling, token-budget bucketing.
+
+Records are request-grouped tf.train.Examples (`pipeline.features`). Batches are built by
+`features.model_inputs` only; this module decides which events and targets each example
+keeps and which examples share a batch:
+
+    shards ─interleave─► serialized ─batch(32)─► parse_examples ─► sample L, keep the L most
+    recent events, split targets into pieces of <= max_targets ─unbatch─► shuffle ─►
+    group by length bucket (batch = budget // bucket rows) ─► model_inputs(pad to bucket, M)
+
+Every batch has a padded history length from a small fixed set of buckets and
+M == train.max_targets, so a step function with `element_signature()` traces once.
+
+Example:
+    cfg = load_config("configs/demo.yaml")
+    ds = train_dataset("runs/demo/data", cfg)
+    step = tf.function(step_fn, input_signature=[element_signature(cfg)])
+    for inputs, labels in ds.take(10):
+        step((inputs, labels))
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import features, fileio
+from pipeline.config import Config, ConfigError, LengthSamplerConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Records per vectorized parse_examples call. Measured on 10240-event records, 2 CPU cores:
+# 2.07k records/s (batch 32) vs 1.55k/s for per-record parse_example (1.83k/s batch 8,
+# 1.92k/s batch 128).
+PARSE_BATCH = 32
+READ_CYCLE = 8                 # shards read concurrently per pipeline
+READ_BUFFER = 8 << 20          # bytes of read-ahead per shard (large for gs:// and s3://)
+EVAL_MIN_BUCKET = 64           # smallest evaluation bucket (then powers of two up to length)
+TARGET_START = "target_start"  # added to parsed examples: offset of a piece's first target
+
+
+def list_shards(data_dir: str, split: str) -> list[str]:
+    """Sorted TFRecord shards DATA_DIR/SPLIT/*.tfrecord* (local, gs://, s3://).
+
+    Raises:
+      FileNotFoundError naming the directory when nothing matches.
+    """
+    directory = fileio.join(data_dir, split)
+    files = fileio.glob(fileio.join(directory, "*.tfrecord*"))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shards (*.tfrecord*) in {directory}; expected "
+                                f"the output of `stca preprocess --out {data_dir}`")
+    return files
+
+
+def compression_type(path: str) -> str:
+    """'GZIP' for *.gz, '' for other suffixes that read as plain TFRecords, else 'GZIP'.
+
+    Files without a .gz suffix are probed by reading one record: a plain reader fails the
+    length CRC on a gzip stream before reading a body, so the probe is cheap.
+    """
+    if path.endswith((".gz", ".gzip")):
+        return "GZIP"
+    for kind in ("", "GZIP"):
+        try:
+            for _ in tf.data.TFRecordDataset(path, compression_type=kind).take(1):
+                pass
+            return kind
+        except tf.errors.DataLossError:
+            continue
+    raise ValueError(f"{path}: neither a plain nor a GZIP TFRecord file")
+
+
+def sample_lengths(n, cfg: LengthSamplerConfig, seed) -> tf.Tensor:
+    """Per-example history lengths L = l_min + s (l_max - l_min), s ~ Beta(a, b).
+
+    L is rounded up to a multiple of `cfg.multiple` and capped at l_max; mode 'fixed'
+    gives L = l_max. Beta = X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b), computed as
+    sigmoid(log X - log Y) with log Gamma(a) = log Gamma(a + 1) + log(U) / a so that the
+    U-shaped a, b < 1 never underflow to 0 / 0.
+
+    Args:
+      n: number of lengths (int or scalar tensor).
+      cfg: train.length.
+      seed: stateless seed, shape [2] integer tensor.
+
+    Returns:
+      [n] int64.
+
+    Example:
+      sample_lengths(4, LengthSamplerConfig(), tf.constant([0, 1]))  # e.g. [72, 1024, 64, 96]
+    """
+    if cfg.mode == "fixed":
+        return tf.fill([n], tf.constant(cfg.l_max, tf.int64))
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+
+    def log_gamma(alpha, s_gamma, s_uniform):
+        g = tf.random.stateless_gamma([n], s_gamma, alpha + 1.0, dtype=tf.float64)
+        u = tf.random.stateless_uniform([n], s_uniform, dtype=tf.float64)
+        return tf.math.log(g) + tf.math.log1p(-u) / alpha  # 1 - u in (0, 1]
+
+    s = tf.math.sigmoid(log_gamma(cfg.beta_a, seeds[0], seeds[1])
+                        - log_gamma(cfg.beta_b, seeds[2], seeds[3]))
+    raw = cfg.l_min + s * float(cfg.l_max - cfg.l_min)
+    rounded = tf.math.ceil(raw / cfg.multiple) * cfg.multiple
+    return tf.minimum(tf.cast(rounded, tf.int64), cfg.l_max)
+
+
+def train_buckets(cfg: Config) -> list[int]:
+    """Padded history lengths used in training: boundaries up to the first >= l_max."""
+    length = cfg.train.length
+    if length.mode == "fixed":
+        return [length.l_max]
+    bounds = list(cfg.train.bucket_boundaries)
+    return [b for b in bounds if b < length.l_max] + [min(b for b in bounds if b >= length.l_max)]
+
+
+def eval_buckets(length: int) -> list[int]:
+    """Powers of two from EVAL_MIN_BUCKET below `length`, then `length` itself."""
+    out, b = [], EVAL_MIN_BUCKET
+    while b < length:
+        out.append(b)
+        b *= 2
+    return out + [length]
+
+
+def element_signature(cfg: Config, meta: bool = False) -> tuple:
+    """Relaxed TensorSpecs (batch and length dims None) of a batch, for input_signature.
+
+    Returns (inputs, labels), or (inputs, labels, meta) for `eval_dataset` batches.
+    """
+    labels = {t: tf.TensorSpec([None, None], tf.float32, name=f"label_{t}") for t in cfg.tasks}
+    spec = (features.input_signature(), labels)
+    if meta:
+        spec += ({n: tf.TensorSpec([None], tf.int64, name=n)
+                  for n in ("user_id", "request_id", TARGET_START)},)
+    return spec
+
+
+def _take(parsed: dict, tasks: Sequence[str], rows, hist_keep, tgt_start, tgt_len) -> dict:
+    """New examples from parsed rows: row `rows[i]` keeping its `hist_keep[i]` most recent
+    events and the targets [tgt_start[i], tgt_start[i] + tgt_len[i])."""
+    def gather(rt, start, length):
+        idx = tf.ragged.range(start, start + length)
+        return tf.RaggedTensor.from_row_splits(tf.gather(rt.values, idx.values),
+                                               idx.row_splits, validate=False)
+
+    out = {n: tf.gather(parsed[n], rows) for n in features.SCALAR_FEATURES}
+    for n in features.HISTORY_FEATURES:
+        out[n] = gather(parsed[n], tf.gather(parsed[n].row_starts(), rows), hist_keep)
+    for n in features.TARGET_FEATURES + tuple(features.label_feature(t) for t in tasks):
+        out[n] = gather(parsed[n], tf.gather(parsed[n].row_starts(), rows) + tgt_start, tgt_len)
+    out[TARGET_START] = tgt_start
+    return out
+
+
+def _prepare(serialized, tasks, max_targets: int, keep_fn) -> dict:
+    """[k] serialized -> examples: history prefix of keep_fn(stored lengths) events,
+    targets split into pieces of <= max_targets (requests without targets are dropped)."""
+    parsed = features.parse_examples(serialized, tasks)
+    stored = parsed["hist_item_id"].row_lengths()
+    keep = keep_fn(stored)
+    m = parsed["tgt_item_id"].row_lengths()
+    pieces = (m + max_targets - 1) // max_targets
+    rows = tf.repeat(tf.range(tf.size(m, out_type=tf.int64)), pieces)
+    tgt_start = tf.ragged.range(pieces).values * max_targets
+    tgt_len = tf.minimum(tf.gather(m, rows) - tgt_start, max_targets)
+    return _take(parsed, tasks, rows, tf.gather(keep, rows), tgt_start, tgt_len)
+
+
+def _batch_by_bucket(ds, tasks, buckets: list[int], budget: int, max_targets: int,
+                     with_meta: bool):
+    """Examples -> token-budget batches padded to their bucket (rows x bucket <= budget)."""
+    bounds = tf.constant(buckets, tf.int64)
+    sizes = [max(1, budget // b) for b in buckets]  # a longer-than-budget request: 1 row
+
+    def bucket_of(length):
+        return tf.searchsorted(bounds, tf.reshape(length, [1]), side="left",
+                               out_type=tf.int64)[0]
+
+    ds = ds.group_by_window(
+        key_func=lambda ex: bucket_of(tf.size(ex["hist_item_id"], out_type=tf.int64)),
+        reduce_func=lambda key, window: window.ragged_batch(max(sizes)),
+        window_size_func=lambda key: tf.gather(tf.constant(sizes, tf.int64), key))
+
+    def pad(parsed):
+        build = [functools.partial(features.model_inputs, parsed, tasks, pad_history_to=b,
+                                   pad_targets_to=max_targets) for b in buckets]
+        if len(build) == 1:
+            inputs, labels = build[0]()  # one bucket: fully static shapes
+        else:
+            key = bucket_of(tf.reduce_max(parsed["hist_item_id"].row_lengths()))
+            inputs, labels = tf.switch_case(tf.cast(key, tf.int32), build)
+        for t in tasks:
+            labels[t] = tf.ensure_shape(labels[t], [None, max_targets])
+        if not with_meta:
+            return inputs, labels
+        meta = {"user_id": parsed["user_id"], "request_id": parsed["request_id"],
+                TARGET_START: parsed[TARGET_START]}
+        return inputs, labels, meta
+
+    return ds.map(pad, num_parallel_calls=AUTOTUNE)
+
+
+def _records(files: list[str], deterministic: bool, epochs: int | None = 1,
+             shuffle_seed: int | None = None):
+    """Parallel interleaved reads of (possibly GZIP) shards, file order reshuffled per
+    epoch when `shuffle_seed` is given."""
+    kinds = [compression_type(f) for f in files]
+    ds = tf.data.Dataset.from_tensor_slices((files, kinds))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.repeat(epochs).interleave(
+        lambda f, kind: tf.data.TFRecordDataset(f, kind, buffer_size=READ_BUFFER),
+        cycle_length=min(len(files), READ_CYCLE), block_length=1,
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+def _per_pipeline_budget(cfg: Config, input_context) -> int:
+    if input_context is None:
+        return cfg.train.token_budget
+    replicas = input_context.num_replicas_in_sync
+    if cfg.train.token_budget % replicas:
+        raise ConfigError(f"train.token_budget: {cfg.train.token_budget} is invalid; it must "
+                          f"be divisible by the number of replicas ({replicas})")
+    return input_context.get_per_replica_batch_size(cfg.train.token_budget)
+
+
+def train_dataset(data_dir: str, cfg: Config,
+                  input_context: tf.distribute.InputContext | None = None,
+                  epochs: int | None = None, seed_offset: int = 0) -> tf.data.Dataset:
+    """Training batches (inputs, labels) from DATA_DIR/train.
+
+    Args:
+      data_dir: preprocess output directory (local, gs://, s3://).
+      cfg: the run config (train.*, data.schema.tasks).
+      input_context: from `distribute_datasets_from_function`: this pipeline reads its shard
+        (by file when there are >= as many files as pipelines, else by record) under a
+        per-replica token budget train.token_budget / num_replicas_in_sync.
+      epochs: None repeats forever (training); an int stops after that many passes.
+      seed_offset: mixed into every seed with train.seed and the pipeline id (e.g. the
+        step a run resumes from, so a resumed run does not replay the same order/lengths).
+
+    Returns:
+      Dataset of (inputs, labels) from `features.model_inputs`: history padded to a bucket
+      of `train_buckets(cfg)`, targets padded to train.max_targets. Requests with more
+      targets become several examples, each with the whole (sampled) history; requests
+      without targets are skipped (nothing to learn from).
+
+    Example:
+      for inputs, labels in train_dataset("gs://bucket/data", cfg).take(2):
+          inputs["hist_item_id"].shape  # e.g. [64, 1024], then [256, 256]
+    """
+    tc = cfg.train
+    deterministic = tc.deterministic
+    files = list_shards(data_dir, "train")
+    n_pipes, pipe_id = 1, 0
+    if input_context is not None:
+        n_pipes, pipe_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+    by_file = n_pipes > 1 and len(files) >= n_pipes
+    if by_file:
+        files = files[pipe_id::n_pipes]
+    by_record = n_pipes > 1 and not by_file
+    # Record sharding needs the same record order in every pipeline.
+    shuffle_files = not (deterministic or by_record)
+    # Independent seeds per (train.seed, pipeline, offset); 31 bits fit every seed argument.
+    seeds = np.random.SeedSequence([tc.seed, pipe_id, seed_offset]).generate_state(3) >> 1
+    ds = _records(files, deterministic or by_record, epochs,
+                  shuffle_seed=int(seeds[0]) if shuffle_files else None)
+    if by_record:
+        ds = ds.shard(n_pipes, pipe_id)
+    buckets = train_buckets(cfg)
+    base_seed = tf.constant([seeds[1], seeds[2]], tf.int64)
+
+    def prepare(index, serialized):
+        # One stateless seed per parse batch: reproducible, and new lengths every epoch.
+        seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+
+        def keep(stored):
+            sampled = sample_lengths(tf.size(stored), tc.length, seed)
+            return tf.minimum(stored, tf.minimum(sampled, buckets[-1]))
+
+        return _prepare(serialized, cfg.tasks, tc.max_targets, keep)
+
+    ds = ds.batch(PARSE_BATCH).enumerate()
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic).unbatch()
+    if not deterministic and tc.shuffle_buffer > 0:
+        # Shuffled after truncation: an element is <= l_max events, not a 10k-event record.
+        ds = ds.shuffle(tc.shuffle_buffer, seed=int(seeds[1]))
+    ds = _batch_by_bucket(ds, cfg.tasks, buckets, _per_pipeline_budget(cfg, input_context),
+                          tc.max_targets, with_meta=False)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+def eval_dataset(data_dir: str, cfg: Config, length: int,
+                 split: str = "eval") -> tf.data.Dataset:
+    """Evaluation batches (inputs, labels, meta) at one inference history length.
+
+    Histories keep their `length` most recent events; requests with more than
+    train.max_targets targets are split like in training, so every target is evaluated
+    exactly once: target j of a batch row is target meta['target_start'] + j of request
+    meta['request_id'] (valid for j < inputs['tgt_len']). Deterministic order, no shuffle,
+    eval.token_budget batches over `eval_buckets(length)`; only the first
+    eval.max_requests requests (in read order) when that is > 0.
+
+    Args:
+      data_dir: preprocess output directory (local, gs://, s3://).
+      cfg: the run config (eval.*, train.max_targets, data.schema.tasks).
+      length: inference history length (most recent events kept).
+      split: subdirectory of data_dir to read.
+
+    Returns:
+      Dataset of (inputs, labels, meta); meta = {user_id, request_id, target_start} [B] int64.
+
+    Example:
+      for inputs, labels, meta in eval_dataset(data_dir, cfg, length=4096):
+          logits = model(inputs)  # valid targets: features.target_mask(inputs["tgt_len"], M)
+    """
+    if length < 1:
+        raise ValueError(f"eval length must be >= 1, got {length}")
+    ds = _records(list_shards(data_dir, split), deterministic=True)
+    if cfg.eval.max_requests > 0:
+        ds = ds.take(cfg.eval.max_requests)
+    max_targets = cfg.train.max_targets
+    ds = ds.batch(PARSE_BATCH).map(
+        lambda s: _prepare(s, cfg.tasks, max_targets, lambda n: tf.minimum(n, length)),
+        num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+    ds = _batch_by_bucket(ds, cfg.tasks, eval_buckets(length), cfg.eval.token_budget,
+                          max_targets, with_meta=True)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+def distributed_train_dataset(strategy: tf.distribute.Strategy, data_dir: str, cfg: Config,
+                              seed_offset: int = 0):
+    """Per-replica training batches under `strategy`: each input pipeline reads its shard
+    of DATA_DIR/train with budget train.token_budget / num_replicas_in_sync
+    (`train_dataset` with the strategy's InputContext; seed_offset as there).
+
+    Example:
+      dist = distributed_train_dataset(strategy, data_dir, cfg)
+      step = tf.function(step_fn, input_signature=[dist.element_spec])  # traces once
+      for batch in dist: step(batch)   # step_fn calls strategy.run
+    """
+    return strategy.distribute_datasets_from_function(
+        lambda ctx: train_dataset(data_dir, cfg, ctx, seed_offset=seed_offset))

@@ -80,6 +80,8 @@ class DataConfig:
     max_row_bytes: int = 1 << 20      # longer raw rows go to the dead-letter output
     movielens_positive_rating: int = 4   # MovieLens label: rating >= this
     movielens_request_window_s: int = 86400
+    movielens_items: str = ""            # glob of u.item (author_id = first genre); empty:
+                                         # u.item next to the first u.data, if present
     kuairand_video_features: str = ""    # glob of KuaiRand video feature CSVs (author_id)
     kuairand_request_window_s: int = 60
 
@@ -116,6 +118,8 @@ class SynthConfig:
     favorite_rate: float = 0.02       # share of impressions from long-term favourites
     short_term_rate: float = 0.3      # share of impressions from the drifting interest
     drift_every: int = 150            # impressions between short-term interest changes
+    short_term_authors: int = 3       # authors in the drifting short-term interest
+    request_gap_s: float = 1800.0     # mean seconds between one user's requests (exponential)
     seed: int = 0
     format: str = "csv"               # csv | jsonl | parquet
     files: int = 2
@@ -123,7 +127,7 @@ class SynthConfig:
 
     def validate(self, p: str = "synth") -> None:
         for name in ("users", "events_median", "events_min", "items", "authors", "targets_min",
-                     "favorite_authors", "drift_every", "files"):
+                     "favorite_authors", "drift_every", "short_term_authors", "files"):
             _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
         _check(self.events_max >= self.events_min, f"{p}.events_max", self.events_max,
                f">= synth.events_min ({self.events_min})")
@@ -137,11 +141,15 @@ class SynthConfig:
         _check(self.favorite_rate + self.short_term_rate <= 1, f"{p}.short_term_rate",
                self.short_term_rate, "such that favorite_rate + short_term_rate <= 1")
         _choice(f"{p}.format", self.format, ("csv", "jsonl", "parquet"))
+        _check(self.request_gap_s >= 1, f"{p}.request_gap_s", self.request_gap_s, ">= 1")
+        _check(self.short_term_authors <= self.authors, f"{p}.short_term_authors",
+               self.short_term_authors, f"<= synth.authors ({self.authors})")
 
 
 ENCODERS = ("stca", "longer", "target_attention", "din", "transformer", "mean")
 HEADS = ("rankmixer", "dcn", "mlp")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+RECOMPUTE_ENCODERS = ("stca", "longer", "transformer")  # encoders with per-layer history blocks
 
 
 @dataclass
@@ -194,6 +202,9 @@ class ModelConfig:
                f"a divisor of model.d_model ({self.d_model})")
         _check(self.time_log_base > 1.0, f"{p}.time_log_base", self.time_log_base, "> 1")
         _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", self.dropout, "in [0, 1)")
+        _check(not self.recompute or self.encoder in RECOMPUTE_ENCODERS, f"{p}.recompute",
+               self.recompute, "false unless model.encoder is one of "
+               + ", ".join(repr(e) for e in RECOMPUTE_ENCODERS))
         self.longer.validate(f"{p}.longer")
 
 
@@ -215,13 +226,19 @@ class LengthSamplerConfig:
         _check(self.beta_a > 0, f"{p}.beta_a", self.beta_a, "> 0")
         _check(self.beta_b > 0, f"{p}.beta_b", self.beta_b, "> 0")
         _check(self.multiple >= 1, f"{p}.multiple", self.multiple, ">= 1")
+        # Sampled lengths are capped at l_max; a multiple keeps every length a multiple.
+        _check(self.l_max % self.multiple == 0, f"{p}.l_max", self.l_max,
+               f"a multiple of train.length.multiple ({self.multiple})")
 
 
 @dataclass
 class TrainConfig:
     length: LengthSamplerConfig = field(default_factory=LengthSamplerConfig)
     token_budget: int = 65536         # requests x padded history length per global batch
-    bucket_boundaries: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
+    # Padded history lengths. Boundaries above the first one >= length.l_max are unused in
+    # training (free headroom for a larger l_max); evaluation has its own buckets.
+    bucket_boundaries: list[int] = field(
+        default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
     max_targets: int = 16             # targets per example; longer requests are split
     shuffle_buffer: int = 2048
     steps: int = 1000
@@ -246,6 +263,10 @@ class TrainConfig:
                and list(self.bucket_boundaries) == sorted(set(self.bucket_boundaries)),
                f"{p}.bucket_boundaries", self.bucket_boundaries,
                "a non-empty, strictly increasing list of positive lengths")
+        # Histories are truncated to the last boundary: a longer l_max would never be seen.
+        _check(self.length.l_max <= self.bucket_boundaries[-1], f"{p}.length.l_max",
+               self.length.l_max, f"<= the last of train.bucket_boundaries "
+               f"({self.bucket_boundaries[-1]}); add a larger bucket or lower l_max")
         _check(self.max_targets >= 1, f"{p}.max_targets", self.max_targets, ">= 1")
         _check(self.shuffle_buffer >= 0, f"{p}.shuffle_buffer", self.shuffle_buffer, ">= 0")
         _check(self.steps >= 1, f"{p}.steps", self.steps, ">= 1")

@@ -64,16 +64,20 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-def write_text(path: str, text: str) -> None:
+def write_bytes(path: str, data: bytes) -> None:
     if not is_remote(path):
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)  # atomic: readers never see a half-written file
         return
     ensure_filesystem(path)
-    with _gfile().GFile(path, "w") as f:
-        f.write(text)
+    with _gfile().GFile(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,240 @@
+"""Row -> impression, or a dead letter with the reason.
+
+Every raw row (a line of CSV / JSON lines, or a Parquet record) goes through `RowParser`,
+which either returns one impression keyed by user or raises `RowError`. The Beam job runs
+it under `with_exception_handling()`, so one malformed row becomes a dead letter
+(`dead_letter_json`) and never stops good rows.
+
+An impression is a plain tuple (plain tuples are the cheapest elements to shuffle):
+
+    (user_id, (request_id, ts_ms, item_id, author_id, action))
+
+All IDs are int64 from `pipeline.idhash.stable_id`; `action` is the bitmask of positive
+labels (bit i = task i, docs/CONTRACTS.md).
+
+Example:
+    parse = RowParser(RowFormat("csv", columns=("user_id", ...)), fields)
+    user, (request, ts_ms, item, author, action) = parse(("file.csv", b"u1,r1,..."))
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.idhash import IdError, stable_id
+
+# Positions inside the impression value tuple.
+REQUEST, TS, ITEM, AUTHOR, ACTION = range(5)
+DEAD_LETTER_ROW_BYTES = 4096   # longer rows are cut to this many bytes in the dead letter
+
+
+class RowError(ValueError):
+    """A raw row is malformed. `code` is a stable kind (e.g. bad_timestamp) for counters."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+    def __repr__(self) -> str:
+        # Beam's dead-letter output carries repr(exception); make that the plain reason.
+        return str(self)
+
+    def __reduce__(self):
+        code, message = str(self).split(": ", 1)
+        return RowError, (code, message)
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Which raw columns hold the raw schema's fields (docs/data.md, "Raw schema").
+
+    labels: (task, column) pairs in task order. label_threshold: None means a label must be
+    0 or 1; a number means label = (value >= threshold) (MovieLens ratings).
+    An empty request_id derives requests from (user, floor(ts / request_window_s)).
+    """
+    user_id: str
+    request_id: str
+    timestamp: str
+    item_id: str
+    author_id: str
+    labels: tuple[tuple[str, str], ...]
+    timestamp_unit: str = "s"
+    request_window_s: int = 0
+    label_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    """How one raw element is decoded: kind csv | json | record (already a dict: Parquet)."""
+    kind: str
+    columns: tuple[str, ...] = ()
+    delimiter: str = ","
+    max_row_bytes: int = 1 << 20
+    encoding: str = "utf-8"
+
+
+def decode_row(payload: Any, fmt: RowFormat) -> dict:
+    """Raw element payload -> dict column -> value, or RowError."""
+    if fmt.kind == "record":
+        if not isinstance(payload, dict):
+            raise RowError("bad_record", f"expected a record, got {type(payload).__name__}")
+        return payload
+    if len(payload) > fmt.max_row_bytes:
+        raise RowError("row_too_long", f"row has {len(payload)} bytes, more than "
+                                       f"data.max_row_bytes ({fmt.max_row_bytes})")
+    try:
+        text = payload.decode(fmt.encoding) if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError as e:
+        raise RowError("invalid_utf8", f"row is not valid {fmt.encoding}: {e.reason} "
+                                       f"at byte {e.start}") from None
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise RowError("empty_row", "empty line")
+    if fmt.kind == "json":
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RowError("bad_json", f"not a JSON object: {e.msg} at column {e.colno}") from None
+        if not isinstance(row, dict):
+            raise RowError("bad_json", f"expected a JSON object, got {type(row).__name__}")
+        return row
+    values = next(csv.reader([text], delimiter=fmt.delimiter))
+    if len(values) != len(fmt.columns):
+        raise RowError("column_count", f"expected {len(fmt.columns)} columns "
+                                       f"({fmt.delimiter.join(fmt.columns)}), got {len(values)}")
+    return dict(zip(fmt.columns, values))
+
+
+def _required(row: dict, column: str, role: str) -> Any:
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError("missing_field", f"required field {role} (column {column!r}) "
+                                        "is missing or empty")
+    return value
+
+
+def _number(value: Any, column: str, code: str) -> float:
+    if isinstance(value, bool):
+        raise RowError(code, f"column {column!r}: {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RowError(code, f"column {column!r}: {str(value)[:80]!r} is not a number") from None
+    if not math.isfinite(number):
+        raise RowError(code, f"column {column!r}: {value!r} is not finite")
+    return number
+
+
+def parse_id(value: Any, column: str) -> int:
+    """A raw ID -> int64 via pipeline.idhash.stable_id; RowError naming the column."""
+    try:
+        return stable_id(value)
+    except IdError as e:
+        raise RowError("bad_id", f"column {column!r}: {e}") from None
+
+
+def _label(value: Any, column: str, threshold: float | None) -> int:
+    if threshold is not None:
+        return int(_number(value, column, "bad_label") >= threshold)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        value = value.strip()
+    if value in (0, 1, "0", "1", "0.0", "1.0"):
+        return int(float(value))
+    raise RowError("bad_label", f"label column {column!r} must be 0 or 1, got "
+                                f"{str(value)[:80]!r}")
+
+
+def timestamp_ms(value: Any, column: str, unit: str) -> int:
+    """A raw timestamp (number or numeric text, unit s or ms) -> int Unix milliseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        ms = value * 1000 if unit == "s" else value
+    else:
+        number = _number(value, column, "bad_timestamp")
+        ms = round(number * 1000) if unit == "s" else round(number)
+    if ms < 0:
+        raise RowError("bad_timestamp", f"column {column!r}: {value!r} is negative")
+    return int(ms)
+
+
+class RowParser:
+    """Callable: (source, payload) -> (user_id, (request_id, ts_ms, item, author, action)).
+
+    Args:
+      fmt: how to decode the payload (CSV columns, JSON, record).
+      fields: which columns hold the raw schema's fields.
+
+    Raises:
+      RowError for every malformed row (the reason names the column and the problem).
+    """
+
+    def __init__(self, fmt: RowFormat, fields: FieldMap):
+        self.fmt = fmt
+        self.fields = fields
+
+    def __call__(self, element: tuple[str, Any]) -> tuple[int, tuple]:
+        _, payload = element
+        row = decode_row(payload, self.fmt)
+        f = self.fields
+        user = parse_id(_required(row, f.user_id, "user_id"), f.user_id)
+        ts = timestamp_ms(_required(row, f.timestamp, "timestamp"), f.timestamp,
+                          f.timestamp_unit)
+        item = parse_id(_required(row, f.item_id, "item_id"), f.item_id)
+        author = 0
+        if f.author_id and row.get(f.author_id) not in (None, ""):
+            author = parse_id(row[f.author_id], f.author_id)
+        action = 0
+        for bit, (task, column) in enumerate(f.labels):
+            label = _label(_required(row, column, f"label {task!r}"), column, f.label_threshold)
+            action |= label << bit
+        if f.request_id:
+            request = parse_id(_required(row, f.request_id, "request_id"), f.request_id)
+        else:
+            request = derived_request_id(user, ts, f.request_window_s)
+        return user, (request, ts, item, author, action)
+
+
+def derived_request_id(user_id: int, ts_ms: int, window_s: int) -> int:
+    """Request ID of a log without one: stable_id('<user_id>/<window index>')."""
+    return stable_id(f"{user_id}/{ts_ms // (window_s * 1000)}")
+
+
+def dead_letter_json(failed: tuple, max_row_bytes: int = DEAD_LETTER_ROW_BYTES) -> str:
+    """A `with_exception_handling` dead letter -> one JSON line.
+
+    Args:
+      failed: (element, (exc_type, exc_repr, traceback_lines)) as Beam emits it, where
+        element = (source, payload).
+
+    Returns:
+      '{"reason": ..., "source": ..., "row": ...}'; "row_base64" instead of "row" when the
+      row is not UTF-8; rows longer than `max_row_bytes` are cut ("row_bytes" keeps the size).
+    """
+    (source, payload), (exc_type, exc_repr, _) = failed
+    reason = exc_repr if exc_type is RowError else f"internal_error: {exc_repr}"
+    letter: dict[str, Any] = {"reason": reason, "source": source}
+    if isinstance(payload, dict):
+        letter["row"] = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+                         for k, v in payload.items()}
+        return json.dumps(letter, sort_keys=True)
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    if len(payload) > max_row_bytes:
+        letter["row_bytes"] = len(payload)
+        payload = payload[:max_row_bytes]
+    try:
+        letter["row"] = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        letter["row_base64"] = base64.b64encode(payload).decode("ascii")
+    return json.dumps(letter, sort_keys=True)
+
+
+def reason_code(failed: tuple) -> str:
+    """The RowError code of a Beam dead letter ('internal_error' for anything else)."""
+    exc_type, exc_repr, _ = failed[1]
+    return exc_repr.split(":", 1)[0] if exc_type is RowError else "internal_error"

@@ -1,0 +1,160 @@
+"""Benchmark of the Beam preprocessing job (a benchmark, not a test).
+
+Measures, on synthetic logs:
+  1. events per second of `beam_jobs.preprocess.run` on the DirectRunner, in-memory and
+     multi-process (2 workers), on ~1M events (--quick: ~200k);
+  2. TFRecord bytes per target of the request-grouped layout (RLB) against the point-wise
+     baseline, GZIP and uncompressed, on a small user subset of the same distribution
+     (point-wise copies the history per target, so the full set would be m times larger),
+     with the default 4-12 targets per request, with 8-16, and with 8-16 on one user with
+     8000 events (long histories).
+
+Prints a table and writes benchmarks/results/bench_preprocess.json.
+
+    .venv/bin/python benchmarks/bench_preprocess.py --quick
+    .venv/bin/python benchmarks/bench_preprocess.py            # ~1M events
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pipeline  # noqa: E402,F401  (environment for TensorFlow)
+from beam_jobs import preprocess  # noqa: E402
+from pipeline import config as config_lib  # noqa: E402
+from pipeline import synth  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+EVENTS_MEDIAN, EVENTS_SIGMA = 2000, 0.5
+MEAN_EVENTS_PER_USER = 2266        # exp(sigma^2 / 2) * median, before clipping
+MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def _config(users: int, *overrides: str) -> config_lib.Config:
+    return config_lib.load_config(None, [
+        f"synth.users={users}", f"synth.events_median={EVENTS_MEDIAN}",
+        f"synth.events_sigma={EVENTS_SIGMA}", "synth.files=4", *overrides])
+
+
+# Subsets for bytes per target: (users, events per user or 0 for the default distribution,
+# targets per request). The last one has long histories: records larger than GZIP's 32 KB
+# window, so GZIP can no longer find the previous record's copy of the history.
+BYTES_CASES = ((6, 0, (4, 12)), (6, 0, (8, 16)), (1, 8000, (8, 16)))
+
+
+def _output_bytes(out_dir: str) -> int:
+    return sum(os.path.getsize(p) for split in ("train", "eval")
+               for p in glob.glob(os.path.join(out_dir, split, "*.tfrecord*")))
+
+
+def throughput(workdir: str, events: int, modes: list[str]) -> dict:
+    users = max(1, round(events / MEAN_EVENTS_PER_USER))
+    cfg = _config(users)
+    raw = os.path.join(workdir, "raw")
+    made = synth.run(cfg, raw)
+    result = {"events": made["events"], "users": users, "requests": made["requests"],
+              "synth_seconds": made["seconds"], "modes": {}}
+    for mode in modes:
+        out = os.path.join(workdir, f"out_{mode}")
+        args = MULTI_PROCESS if mode == "multi_processing" else []
+        stats = preprocess.run(cfg, os.path.join(raw, "*.csv"), out, beam_args=args)
+        result["modes"][mode] = {
+            "seconds": stats["seconds"],
+            "events_per_s": round(made["events"] / stats["seconds"]),
+            # The output is dominated by the histories: 4 int64 values per history event.
+            "history_values_per_s": round(4 * stats["history_length"]["mean"]
+                                          * stats["requests"] / stats["seconds"]),
+            "output_bytes": _output_bytes(out),
+            "history_mean": stats["history_length"]["mean"],
+            "history_p99": stats["history_length"]["p99"]}
+        shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def bytes_per_target(workdir: str, users: int, events: int, targets: tuple[int, int]) -> dict:
+    overrides = [f"synth.targets_min={targets[0]}", f"synth.targets_max={targets[1]}"]
+    if events:
+        overrides += [f"synth.events_median={events}", "synth.events_sigma=0",
+                      f"synth.events_max={events}"]
+    cfg = _config(users, *overrides)
+    raw = os.path.join(workdir, f"raw_bytes_{users}_{events}_{targets[0]}")
+    synth.run(cfg, raw)
+    result = {"targets_per_request": list(targets), "users": users}
+    for compression in ("gzip", "none"):
+        per_layout = {}
+        for layout in ("request", "pointwise"):
+            out = os.path.join(workdir, f"bytes_{layout}_{compression}")
+            run_cfg = _config(users, *overrides, f"data.layout={layout}",
+                              f"data.compression={compression}")
+            stats = preprocess.run(run_cfg, os.path.join(raw, "*.csv"), out)
+            per_layout[layout] = round(_output_bytes(out) / stats["targets"], 1)
+            result["targets"] = stats["targets"]
+            result["requests"] = stats["requests"]
+            result["history_mean"] = stats["history_length"]["mean"]
+            shutil.rmtree(out, ignore_errors=True)
+        per_layout["ratio"] = round(per_layout["pointwise"] / per_layout["request"], 2)
+        result[compression] = per_layout
+    result["mean_targets"] = round(result["targets"] / result["requests"], 2)
+    return result
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="~200k events instead of ~1M")
+    parser.add_argument("--events", type=int, help="override the number of events")
+    parser.add_argument("--no-multi-process", action="store_true")
+    parser.add_argument("--workdir", default="runs/bench_preprocess")
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING)
+    events = args.events or (200_000 if args.quick else 1_000_000)
+    modes = ["in_memory"] + ([] if args.no_multi_process else ["multi_processing"])
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    os.makedirs(args.workdir, exist_ok=True)
+
+    report = {
+        "benchmark": "bench_preprocess", "quick": args.quick,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpu_count": os.cpu_count(), "processor": platform.processor()},
+        "data": {"max_history": config_lib.DataConfig().max_history,
+                 "events_median": EVENTS_MEDIAN, "events_sigma": EVENTS_SIGMA},
+        "throughput": throughput(args.workdir, events, modes),
+        "bytes_per_target": [bytes_per_target(args.workdir, *case) for case in BYTES_CASES],
+    }
+    t = report["throughput"]
+    print(f"\nDirectRunner throughput on {t['events']:,} events, {t['requests']:,} requests")
+    print(f"{'mode':<18}{'seconds':>10}{'events/s':>12}{'hist mean':>12}{'out MB':>10}"
+          f"{'hist values/s':>16}")
+    for mode, m in t["modes"].items():
+        print(f"{mode:<18}{m['seconds']:>10.1f}{m['events_per_s']:>12,}"
+              f"{m['history_mean']:>12.0f}{m['output_bytes'] / 1e6:>10.1f}"
+              f"{m['history_values_per_s']:>16,}")
+    print("\nTFRecord bytes per target (request-grouped vs point-wise)")
+    print(f"{'targets/request':<20}{'hist mean':>10}  {'compression':<13}{'request':>10}"
+          f"{'pointwise':>12}{'ratio':>8}")
+    for b in report["bytes_per_target"]:
+        for c in ("gzip", "none"):
+            label = f"{b['targets_per_request'][0]}-{b['targets_per_request'][1]} " \
+                    f"(mean {b['mean_targets']})"
+            print(f"{label:<20}{b['history_mean']:>10.0f}  {c:<13}{b[c]['request']:>10.1f}"
+                  f"{b[c]['pointwise']:>12.1f}{b[c]['ratio']:>8.2f}")
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, "bench_preprocess.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nwrote {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

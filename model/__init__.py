@@ -1,2 +1,10 @@
-"""Keras ranking model: layers, encoders (STCA, LONGER, baselines), heads."""
+"""Keras ranking model: layers, encoders (STCA and baselines), heads, the tfrs model.
+
+    from model import build_model
+    model = build_model(cfg.model, cfg.tasks, clip_norm=cfg.train.clip_norm)
+"""
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+from model.ranking_model import USER_TOKENS, RankingModel, build_model  # noqa: E402
+
+__all__ = ["RankingModel", "USER_TOKENS", "build_model"]

@@ -1,0 +1,364 @@
+"""Training-step time, peak memory and achieved FLOP/s of every encoder vs history length.
+
+    .venv/bin/python benchmarks/bench_encoders.py            # L = 256 ... 8192
+    .venv/bin/python benchmarks/bench_encoders.py --quick    # L = 256, 1024, 4096, 8192
+    .venv/bin/python benchmarks/bench_encoders.py --lengths 512,2048 --encoders stca,din
+
+Workload: a fixed batch of `--requests` requests (default 4) per step, each with a full
+history of L events and `--targets` targets (default 16): the request-level batch of
+Request Level Batching. Default model sizes (d=64, 4 heads, 3 layers, RankMixer head,
+3 tasks), float32, Adagrad (sparse embedding updates; Adam's dense update of the 200k-row
+item table would add a constant ~0.1 s per step on this class of machine).
+
+Every configuration runs in a fresh subprocess with TensorFlow's BFC allocator on the CPU
+(TF_CPU_ALLOCATOR_USE_BFC=true), so tf.config.experimental.get_memory_info gives the peak
+bytes allocated during the timed steps; "step peak" is that peak minus the memory held
+before the step (weights, optimizer slots, the batch): the activations and temporaries of
+one training step. ru_maxrss of the process is reported too.
+
+STCA runs with and without activation recomputation. The transformer baseline's attention
+memory is estimated as sequences * h * (L+1)^2 * 4 B * (2N + 2); above --max-attention-gb
+the full batch is skipped, and it is measured instead on the largest power-of-two number of
+(request, target) sequences that fits, with the time scaled linearly to the full batch
+(its targets share no work, so its cost is linear in the number of sequences). Such rows
+are marked "scaled"; if even one sequence does not fit, the row is "skipped".
+
+Writes benchmarks/results/bench_encoders.json (machine info, rows, aims) and a log-log plot
+benchmarks/results/bench_encoders.png.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ENCODERS = ("stca", "target_attention", "din", "transformer", "mean")
+FULL_LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
+QUICK_LENGTHS = (256, 1024, 4096, 8192)
+TASKS = ("click", "like", "finish")
+REQUEST_TS = 1_700_000_000_000
+
+
+# --------------------------------------------------------------------------- worker
+def synthetic_batch(requests: int, length: int, targets: int, seed: int = 0):
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    ages = np.cumsum(rng.integers(1_000, 3_600_000, size=(requests, length)), axis=1)
+    inputs = {
+        "user_id": rng.integers(1, 10**12, requests),
+        "request_ts": np.full(requests, REQUEST_TS),
+        "hist_item_id": rng.integers(1, 10**12, (requests, length)),
+        "hist_author_id": rng.integers(1, 10**6, (requests, length)),
+        "hist_action": rng.integers(0, 8, (requests, length)),
+        "hist_ts": REQUEST_TS - ages,
+        "hist_len": np.full(requests, length, np.int32),
+        "tgt_item_id": rng.integers(1, 10**12, (requests, targets)),
+        "tgt_author_id": rng.integers(1, 10**6, (requests, targets)),
+        "tgt_len": np.full(requests, targets, np.int32),
+    }
+    inputs = {k: tf.constant(v, tf.int32 if k.endswith("_len") else tf.int64)
+              for k, v in inputs.items()}
+    labels = {t: tf.constant(rng.integers(0, 2, (requests, targets)), tf.float32) for t in TASKS}
+    return inputs, labels
+
+
+def run_worker(job: dict) -> dict:
+    import resource
+
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from model import build_model
+    from pipeline.config import ModelConfig
+
+    cfg = ModelConfig(encoder=job["encoder"], recompute=job["recompute"],
+                      precision=job["precision"])
+    net = build_model(cfg, TASKS)
+    net.compile(optimizer=keras.optimizers.Adagrad(0.01))
+    batch = synthetic_batch(job["requests"], job["length"], job["targets"])
+    step = tf.function(net.train_step)
+    start = time.perf_counter()
+    step(batch)["loss"].numpy()
+    first_step_s = time.perf_counter() - start
+    step(batch)["loss"].numpy()
+    try:
+        held = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        tf.config.experimental.reset_memory_stats("CPU:0")
+    except (ValueError, tf.errors.OpError):
+        held = None
+    times = []
+    while len(times) < job["max_steps"] and (len(times) < job["min_steps"]
+                                             or sum(times) < job["min_seconds"]):
+        start = time.perf_counter()
+        step(batch)["loss"].numpy()
+        times.append(time.perf_counter() - start)
+    peak = None if held is None else tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    return {"step_times_s": times, "first_step_s": first_step_s,
+            "step_peak_bytes": None if peak is None else peak - held,
+            "held_bytes": held,
+            "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+# --------------------------------------------------------------------------- planning
+def transformer_attention_bytes(sequences: int, length: int, heads: int, layers: int) -> int:
+    """Score / softmax tensors alive in a training step: 2 stored per layer + 2 transient."""
+    return sequences * heads * (length + 1) ** 2 * 4 * (2 * layers + 2)
+
+
+def plan_jobs(args) -> list[dict]:
+    from pipeline.config import ModelConfig
+    cfg = ModelConfig()
+    base = dict(requests=args.requests, targets=args.targets, precision=args.precision,
+                min_steps=args.min_steps, max_steps=args.max_steps,
+                min_seconds=args.min_seconds, recompute=False, scale=1.0)
+    limit = args.max_attention_gb * 2**30
+    jobs = []
+    for length in args.lengths:
+        for encoder in args.encoders:
+            job = dict(base, encoder=encoder, length=length)
+            if encoder == "transformer":
+                full = args.requests * args.targets
+                estimate = transformer_attention_bytes(full, length, cfg.num_heads, cfg.num_layers)
+                job["attention_estimate_bytes"] = estimate
+                if estimate > limit:
+                    fits = [s for s in (2**i for i in range(12)) if s < full and full % s == 0
+                            and transformer_attention_bytes(s, length, cfg.num_heads,
+                                                            cfg.num_layers) <= limit]
+                    if not fits:
+                        one = transformer_attention_bytes(1, length, cfg.num_heads,
+                                                          cfg.num_layers)
+                        jobs.append(dict(job, skipped=f"attention estimate {one / 2**30:.1f} GiB "
+                                                      "for one sequence (full batch "
+                                                      f"{estimate / 2**30:.0f} GiB) > "
+                                                      f"{args.max_attention_gb} GiB"))
+                        continue
+                    sequences = max(fits)
+                    job.update(requests=max(1, sequences // args.targets),
+                               targets=min(sequences, args.targets), scale=full / sequences,
+                               note=f"full batch estimate {estimate / 2**30:.1f} GiB > "
+                                    f"{args.max_attention_gb} GiB: measured on {sequences} "
+                                    f"sequence(s), time x{full // sequences}")
+            jobs.append(job)
+            if encoder == "stca" and not args.no_recompute:
+                jobs.append(dict(job, recompute=True))
+    return jobs
+
+
+def run_job(job: dict, timeout: float) -> dict:
+    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true", TF_CPP_MIN_LOG_LEVEL="2",
+               TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(REPO))
+    try:
+        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
+                             env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip()
+                else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- reporting
+def machine_info() -> dict:
+    import tensorflow as tf
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_average_at_start": list(os.getloadavg())}
+
+
+def finish_row(job: dict, result: dict) -> dict:
+    from model.flops import encoder_flops
+    from pipeline.config import ModelConfig
+    row = {k: job[k] for k in ("encoder", "length", "recompute", "requests", "targets", "scale")}
+    for key in ("skipped", "note", "attention_estimate_bytes"):
+        if key in job:
+            row[key] = job[key]
+    row.update(result)
+    if "step_times_s" in result:
+        times = sorted(result["step_times_s"])
+        row["step_s"] = times[len(times) // 2] * job["scale"]
+        cfg = ModelConfig(encoder=job["encoder"])
+        forward = encoder_flops(cfg, job["length"], job["targets"], len(TASKS))["total"]
+        row["train_flops_per_step"] = 3 * forward * job["requests"] * job["scale"]
+        row["achieved_gflops"] = row["train_flops_per_step"] / row["step_s"] / 1e9
+    return row
+
+
+def find(rows, encoder, length, recompute=False):
+    for row in rows:
+        if (row["encoder"], row["length"], row["recompute"]) == (encoder, length, recompute) \
+                and "step_s" in row:
+            return row
+    return None
+
+
+def aims(rows) -> dict:
+    out = {}
+    a, b = find(rows, "stca", 1024), find(rows, "stca", 8192)
+    if a and b:
+        ratio = b["step_s"] / a["step_s"]
+        out["stca_time_8192_over_1024"] = {"value": ratio, "aim": "<= 10", "met": ratio <= 10}
+    s, t = find(rows, "stca", 4096), find(rows, "transformer", 4096)
+    if s and t:
+        ratio = t["step_s"] / s["step_s"]
+        out["transformer_over_stca_time_at_4096"] = {
+            "value": ratio, "aim": ">= 8", "met": ratio >= 8,
+            "transformer_scaled": t["scale"] != 1.0}
+    plain, rc = find(rows, "stca", 4096), find(rows, "stca", 4096, True)
+    if plain and rc and plain.get("step_peak_bytes") and rc.get("step_peak_bytes"):
+        cut = 1 - rc["step_peak_bytes"] / plain["step_peak_bytes"]
+        extra = rc["step_s"] / plain["step_s"] - 1
+        out["recompute_peak_memory_cut_at_4096"] = {"value": cut, "aim": ">= 0.35",
+                                                    "met": cut >= 0.35}
+        out["recompute_extra_step_time_at_4096"] = {"value": extra, "aim": "<= 0.40",
+                                                    "met": extra <= 0.40}
+    return out
+
+
+def label(row) -> str:
+    return row["encoder"] + (" +recompute" if row["recompute"] else "")
+
+
+def table(rows) -> str:
+    lines = ["| encoder | L | step (s) | vs STCA | step peak (MiB) | maxrss (MiB) | GFLOP/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        if "step_s" not in row:
+            reason = row.get("skipped") or row.get("error", "?")
+            lines.append(f"| {label(row)} | {row['length']} | skipped: {reason} | | | | |")
+            continue
+        stca = find(rows, "stca", row["length"])
+        ratio = f"{row['step_s'] / stca['step_s']:.2f}x" if stca else ""
+        peak = row.get("step_peak_bytes")
+        peak = f"{peak / 2**20:.0f}" if peak is not None else "n/a"
+        if row["scale"] != 1.0:
+            peak += f" (on {row['requests'] * row['targets']} seq)"
+        scaled = f" (scaled x{row['scale']:.0f})" if row["scale"] != 1.0 else ""
+        lines.append(f"| {label(row)} | {row['length']} | {row['step_s']:.3f}{scaled} | {ratio} "
+                     f"| {peak} | {row['maxrss_bytes'] / 2**20:.0f} "
+                     f"| {row['achieved_gflops']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(rows, path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    series = {}
+    for row in rows:
+        if "step_s" in row:
+            series.setdefault(label(row), []).append(row)
+    for name, points in series.items():
+        points.sort(key=lambda r: r["length"])
+        lengths = [r["length"] for r in points]
+        left.plot(lengths, [r["step_s"] for r in points], marker="o", label=name,
+                  linestyle="--" if "recompute" in name else "-")
+        scaled = [r for r in points if r["scale"] != 1.0]
+        if scaled:
+            left.scatter([r["length"] for r in scaled], [r["step_s"] for r in scaled],
+                         facecolors="none", edgecolors="black", s=90, zorder=3)
+        peaks = [(r["length"], r["step_peak_bytes"] / 2**20) for r in points
+                 if r.get("step_peak_bytes") and r["scale"] == 1.0]
+        if peaks:
+            right.plot(*zip(*peaks), marker="o", label=name,
+                       linestyle="--" if "recompute" in name else "-")
+    for ax, title, unit in ((left, "training step time (circled: transformer time scaled "
+                                   "from fewer sequences)", "seconds"),
+                            (right, "peak memory of one training step", "MiB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("history length L")
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="L in %s, fewer timed steps"
+                   % ",".join(map(str, QUICK_LENGTHS)))
+    p.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",") if v],
+                   help="comma-separated history lengths")
+    p.add_argument("--encoders", type=lambda s: [v for v in s.split(",") if v],
+                   default=list(ENCODERS))
+    p.add_argument("--out", default=str(REPO / "benchmarks/results/bench_encoders.json"),
+                   help="JSON path; the PNG is written next to it")
+    p.add_argument("--requests", type=int, default=4, help="requests per step")
+    p.add_argument("--targets", type=int, default=16, help="targets per request (m)")
+    p.add_argument("--precision", default="float32")
+    p.add_argument("--max-attention-gb", type=float, default=6.0)
+    p.add_argument("--no-recompute", action="store_true", help="skip STCA+recompute runs")
+    p.add_argument("--timeout", type=float, default=900.0, help="per configuration, seconds")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.lengths is None:
+        args.lengths = list(QUICK_LENGTHS if args.quick else FULL_LENGTHS)
+    args.min_steps, args.max_steps, args.min_seconds = (2, 3, 1.0) if args.quick else (3, 7, 3.0)
+    unknown = set(args.encoders) - set(ENCODERS)
+    if unknown:
+        p.error(f"unknown encoders {sorted(unknown)}; choose from {', '.join(ENCODERS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
+        print(json.dumps(run_worker(json.loads(args.worker))))
+        return 0
+    import pipeline  # noqa: F401
+    info = machine_info()
+    jobs = plan_jobs(args)
+    rows, started = [], time.time()
+    for i, job in enumerate(jobs, 1):
+        result = {} if "skipped" in job else run_job(job, args.timeout)
+        rows.append(finish_row(job, result))
+        row = rows[-1]
+        status = (f"{row['step_s']:.3f} s" if "step_s" in row
+                  else row.get("skipped") or row.get("error"))
+        print(f"[{i}/{len(jobs)} {time.time() - started:5.0f}s] {label(row):22s} "
+              f"L={row['length']:5d} {status}", flush=True)
+    report = {"command": " ".join([pathlib.Path(sys.executable).name,
+                                   "benchmarks/bench_encoders.py"] + (argv or sys.argv[1:])),
+              "machine": info, "workload": {
+                  "requests_per_step": args.requests, "targets_per_request": args.targets,
+                  "tasks": list(TASKS), "precision": args.precision, "optimizer": "adagrad",
+                  "model": "defaults: d_model=64, num_heads=4, num_layers=3, rankmixer head",
+                  "max_attention_gb": args.max_attention_gb},
+              "wall_seconds": time.time() - started, "rows": rows, "aims": aims(rows)}
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    plot(rows, out.with_suffix(".png"))
+    print(table(rows))
+    for name, aim in report["aims"].items():
+        verdict = "met" if aim["met"] else "NOT met"
+        print(f"{name}: {aim['value']:.3f} (aim {aim['aim']}: {verdict})")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The sequence-encoder interface shared by STCA, the baselines and (later) LONGER.
+
+An encoder turns the embedded history of one request and its m embedded targets into one
+d-wide token z per target, split into a target-independent user side and a per-target
+side so serving can encode a user once and score many candidate batches:
+
+    cache = encoder.encode_user(events, history_mask, training)   # once per request
+    z = encoder.score(cache, targets, training)                    # per candidate batch
+
+`cache` is a dict of batch-major tensors (`cache_spec()` gives their specs with None for
+batch and length dims). Before `score`, the model adds "hist_len" ([B] int32, valid events
+form a prefix), so `score` rebuilds masks from it and must not read anything else (no
+raw inputs): this is what lets encode_user and score_candidates be separate serving
+signatures, and lets a cache built from a history longer than any training history be
+scored (no absolute positions anywhere).
+
+`call(events, history_mask, targets, training)` computes the same z in one pass; it
+defaults to `score(encode_user(...))` and encoders override it to order work for training
+(e.g. STCA interleaves its per-layer view and attention so recomputation can drop each
+layer's activations).
+
+A LONGER encoder fits the same shape: encode_user merges tokens and fills the KV cache of
+its self-attention layers over the history (its cache holds per-layer keys / values of the
+merged sequence); score runs the target queries through the cached layers.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from model.layers.masking import length_mask
+
+HIST_LEN = "hist_len"
+
+
+class SequenceEncoder(keras.layers.Layer):
+    """Base class. Subclasses implement encode_user, score and cache_spec.
+
+    Args:
+      d_model: token width d (events, targets and the output z).
+    """
+
+    # Encoders with per-layer history blocks that `recompute` can wrap set this.
+    supports_recompute = False
+
+    def __init__(self, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        if d_model < 1:
+            raise ValueError(f"d_model must be >= 1, got {d_model}")
+        self.d_model = d_model
+
+    def encode_user(self, events, history_mask, training=None) -> dict:
+        """events [B, L, d], history_mask [B, L] bool -> dict of target-independent tensors."""
+        raise NotImplementedError
+
+    def score(self, cache: dict, targets, training=None) -> tf.Tensor:
+        """cache (+ "hist_len") and targets [B, M, d] -> z [B, M, d]."""
+        raise NotImplementedError
+
+    def cache_spec(self) -> dict:
+        """name -> tf.TensorSpec of every tensor encode_user returns."""
+        raise NotImplementedError
+
+    def call(self, events, history_mask, targets, training=None):
+        cache = dict(self.encode_user(events, history_mask, training=training))
+        cache[HIST_LEN] = tf.reduce_sum(tf.cast(history_mask, tf.int32), axis=-1)
+        return self.score(cache, targets, training=training)
+
+    # Helpers for subclasses.
+    @staticmethod
+    def history_mask(cache: dict, length) -> tf.Tensor:
+        """[B, length] bool mask rebuilt from cache["hist_len"]."""
+        return length_mask(cache[HIST_LEN], length)
+
+    def cast_cache(self, tensor):
+        """Caches may arrive in another float dtype (e.g. a bfloat16 serving cache)."""
+        return tf.cast(tensor, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "d_model": self.d_model}

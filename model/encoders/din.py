@@ -1,0 +1,59 @@
+"""Baseline: DIN (MLP attention over [h, t, h - t, h * t])."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from model.encoders.base import SequenceEncoder
+from model.layers.din_attention import DINAttention
+
+HISTORY_EVENTS = "history_events"
+HISTORY_KEYS = "history_keys"
+
+
+@keras.utils.register_keras_serializable(package="stca")
+class DINEncoder(SequenceEncoder):
+    """z = sum_j softmax_j(MLP([h_j; t; h_j - t; h_j * t])) h_j.
+
+    The user-side part of the first MLP layer is cached with the events.
+
+    Args:
+      d_model: width d. hidden_units: attention MLP widths.
+
+    Inputs of `call`: events [B, L, d], history_mask [B, L], targets [B, M, d].
+    Output: z [B, M, d].
+
+    Example:
+        z = DINEncoder(64)(events, history_mask, targets)
+    """
+
+    def __init__(self, d_model: int, hidden_units=(80, 40), **kwargs):
+        super().__init__(d_model, **kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        if not self.hidden_units or min(self.hidden_units) < 1:
+            raise ValueError(f"hidden_units must be positive widths, got {hidden_units!r}")
+
+    def build(self, input_shape=None):
+        self.attention = DINAttention(self.d_model, self.hidden_units, dtype=self.dtype_policy,
+                                      name="attention")
+        self.attention.build((None, None, self.d_model))
+        super().build(input_shape)
+
+    def encode_user(self, events, history_mask, training=None):
+        events = tf.cast(events, self.compute_dtype)
+        return {HISTORY_EVENTS: events, HISTORY_KEYS: self.attention.project_history(events)}
+
+    def score(self, cache, targets, training=None):
+        events = self.cast_cache(cache[HISTORY_EVENTS])
+        history_mask = self.history_mask(cache, tf.shape(events)[1])
+        return self.attention.attend(events, self.cast_cache(cache[HISTORY_KEYS]), targets,
+                                     history_mask)
+
+    def cache_spec(self):
+        return {HISTORY_EVENTS: tf.TensorSpec([None, None, self.d_model], self.compute_dtype,
+                                              name=HISTORY_EVENTS),
+                HISTORY_KEYS: tf.TensorSpec([None, None, self.hidden_units[0]],
+                                            self.compute_dtype, name=HISTORY_KEYS)}
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": list(self.hidden_units)}

@@ -1,0 +1,113 @@
+"""STCA: stacked target-to-history cross attention (arXiv 2511.06077)."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from model.encoders.base import SequenceEncoder
+from model.layers.common import check_positive
+from model.layers.history_view import HistoryView
+from model.layers.stca_attention import STCAAttention
+from model.layers.token_fusion import TokenFusion
+from model.recompute import recompute
+
+HISTORY_VIEWS = "history_views"
+
+
+@keras.utils.register_keras_serializable(package="stca")
+class STCAEncoder(SequenceEncoder):
+    """N layers of target-to-history cross attention over per-layer history views.
+
+        X~(i) = LN(SwiGLU_i(X))                                   user side, per layer
+        q(1) = LN(SwiGLU(x_t)),  q(i) = LN(SwiGLU([o(1)..o(i-1); x_t] W_C))
+        o(i) = STCAAttention_i(X~(i), q(i))                       per target
+        z = SwiGLU([o(1)..o(N); x_t] W_Z)
+
+    History tokens are never updated by attention, so all X~(i) are computed once per
+    request ([B, N, L, d] cache) and the m targets of the request attend to them with
+    batched matmuls. Cost per request: N * 12 L d^2 (views) + m * N * 4 L d h (attention).
+
+    Args:
+      d_model: width d. num_heads: attention heads. num_layers: N.
+      ffn_mult: SwiGLU inner width multiplier.
+      recompute: in `call` (training), recompute each layer's view + attention in the
+        backward pass instead of keeping its [B, L, d]-sized activations.
+
+    Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d].
+    Output: z [B, M, d].
+
+    Example:
+        enc = STCAEncoder(64, num_heads=4, num_layers=3)
+        z = enc(events, history_mask, targets)
+        z_serving = enc.score({**enc.encode_user(events, history_mask), "hist_len": n}, targets)
+    """
+
+    supports_recompute = True
+
+    def __init__(self, d_model: int, num_heads: int = 4, num_layers: int = 3,
+                 ffn_mult: int = 2, recompute: bool = False, **kwargs):
+        super().__init__(d_model, **kwargs)
+        check_positive(num_heads=num_heads, num_layers=num_layers, ffn_mult=ffn_mult)
+        if d_model % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        self.num_heads = num_heads
+        self.num_layers = num_layers
+        self.ffn_mult = ffn_mult
+        self.recompute = bool(recompute)
+
+    def build(self, input_shape=None):
+        d, n, policy = self.d_model, self.num_layers, self.dtype_policy
+        token = (None, None, d)
+        self.views = [HistoryView(d, self.ffn_mult, dtype=policy, name=f"view_{i}")
+                      for i in range(n)]
+        self.queries = [TokenFusion(d, i + 1, self.ffn_mult, normalize=True, dtype=policy,
+                                    name=f"query_{i}") for i in range(n)]
+        self.attentions = [STCAAttention(d, self.num_heads, dtype=policy, name=f"attention_{i}")
+                           for i in range(n)]
+        self.output_token = TokenFusion(d, n + 1, self.ffn_mult, normalize=False,
+                                        dtype=policy, name="output_token")
+        # Everything is built here: recomputation must not create variables.
+        for i in range(n):
+            self.views[i].build(token)
+            self.queries[i].build([token] * (i + 1))
+            self.attentions[i].build(token)
+        self.output_token.build([token] * (n + 1))
+        super().build(input_shape)
+
+    def _layer_block(self, i, history_mask):
+        """(events, queries) -> o(i); the unit that recomputation wraps."""
+        def block(events, queries):
+            return self.attentions[i](self.views[i](events), queries, history_mask)
+        return recompute(block) if self.recompute else block
+
+    def call(self, events, history_mask, targets, training=None):
+        # View and attention are interleaved per layer so a layer's activations can be
+        # dropped (recompute) before the next layer runs.
+        events = tf.cast(events, self.compute_dtype)
+        outputs = []
+        for i in range(self.num_layers):
+            queries = self.queries[i](outputs + [targets])
+            outputs.append(self._layer_block(i, history_mask)(events, queries))
+        return self.output_token(outputs + [targets])
+
+    def encode_user(self, events, history_mask, training=None):
+        events = tf.cast(events, self.compute_dtype)
+        return {HISTORY_VIEWS: tf.stack([view(events) for view in self.views], axis=1)}
+
+    def score(self, cache, targets, training=None):
+        views = self.cast_cache(cache[HISTORY_VIEWS])
+        history_mask = self.history_mask(cache, tf.shape(views)[2])
+        outputs = []
+        for i in range(self.num_layers):
+            queries = self.queries[i](outputs + [targets])
+            outputs.append(self.attentions[i](views[:, i], queries, history_mask))
+        return self.output_token(outputs + [targets])
+
+    def cache_spec(self):
+        return {HISTORY_VIEWS: tf.TensorSpec([None, self.num_layers, None, self.d_model],
+                                             self.compute_dtype, name=HISTORY_VIEWS)}
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads,
+                "num_layers": self.num_layers, "ffn_mult": self.ffn_mult,
+                "recompute": self.recompute}

@@ -1,0 +1,55 @@
+"""Baseline: single-layer multi-head target attention with explicit keys and values."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from model.encoders.base import SequenceEncoder
+from model.layers.target_attention import TargetAttention
+
+HISTORY_KEYS = "history_keys"
+HISTORY_VALUES = "history_values"
+
+
+@keras.utils.register_keras_serializable(package="stca")
+class TargetAttentionEncoder(SequenceEncoder):
+    """z = MultiHead(x_t, X W_K, X W_V) W_O; keys / values are cached per request.
+
+    Args:
+      d_model: width d. num_heads: attention heads.
+
+    Inputs of `call`: events [B, L, d], history_mask [B, L], targets [B, M, d].
+    Output: z [B, M, d].
+
+    Example:
+        z = TargetAttentionEncoder(64, 4)(events, history_mask, targets)
+    """
+
+    def __init__(self, d_model: int, num_heads: int = 4, **kwargs):
+        super().__init__(d_model, **kwargs)
+        if num_heads < 1 or d_model % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        self.num_heads = num_heads
+
+    def build(self, input_shape=None):
+        self.attention = TargetAttention(self.d_model, self.num_heads, dtype=self.dtype_policy,
+                                         name="attention")
+        self.attention.build((None, None, self.d_model))
+        super().build(input_shape)
+
+    def encode_user(self, events, history_mask, training=None):
+        keys, values = self.attention.project_history(tf.cast(events, self.compute_dtype))
+        return {HISTORY_KEYS: keys, HISTORY_VALUES: values}
+
+    def score(self, cache, targets, training=None):
+        keys, values = self.cast_cache(cache[HISTORY_KEYS]), self.cast_cache(cache[HISTORY_VALUES])
+        history_mask = self.history_mask(cache, tf.shape(keys)[2])
+        return self.attention.attend(keys, values, targets, history_mask)
+
+    def cache_spec(self):
+        shape = [None, self.num_heads, None, self.d_model // self.num_heads]
+        return {name: tf.TensorSpec(shape, self.compute_dtype, name=name)
+                for name in (HISTORY_KEYS, HISTORY_VALUES)}
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads}

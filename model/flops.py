@@ -1,0 +1,101 @@
+"""Analytic forward FLOPs per request (2 FLOPs per multiply-add; matmuls only).
+
+Elementwise work (activations, norms, softmax) is left out: it is O(L d) per layer,
+small next to the O(L d^2) / O(L d h) matmul terms. A training step costs about 3x the
+forward pass (backward = 2x forward); benchmarks divide 3 * total by step time.
+
+STCA per request, with f = ffn_mult (2 gives the paper's numbers):
+
+    user       = 18 f L d^2 (event embedding) + N * 6 f L d^2 (views; N * 12 L d^2 at f=2)
+    per target = N * 4 L d h (attention) + O(N^2 d^2) (queries, projections, output token)
+                 + target embedding + head
+
+Example:
+    encoder_flops(ModelConfig(), L=1024, m=16)   # {'user': ..., 'per_target': ..., 'total': ...}
+"""
+from __future__ import annotations
+
+from pipeline.config import ModelConfig
+
+DIN_HIDDEN = (80, 40)  # DINEncoder's default attention MLP
+
+
+def _swiglu(tokens: int, d_in: int, d_out: int, inner: int) -> int:
+    return 2 * tokens * (d_in * 2 * inner + inner * d_out)
+
+
+def _user_side_embedding(cfg: ModelConfig, L: int) -> int:
+    d, f = cfg.d_model, cfg.ffn_mult
+    return _swiglu(L, 4 * d, d, f * d) + 2 * L * d  # events + masked mean user token
+
+
+def _target_embedding(cfg: ModelConfig) -> int:
+    d, f = cfg.d_model, cfg.ffn_mult
+    return _swiglu(1, 2 * d, d, f * d)
+
+
+def head_flops(cfg: ModelConfig, num_tasks: int = 1) -> int:
+    """Forward FLOPs of the head for one target."""
+    d, w, layers = cfg.d_model, cfg.head_width, cfg.head_layers
+    tokens = 3 if cfg.use_user_id else 2
+    if cfg.head == "rankmixer":
+        w = -(-w // tokens) * tokens
+        return 2 * tokens * d * w + layers * 4 * cfg.ffn_mult * tokens * w * w + 2 * w * num_tasks
+    flat = tokens * d
+    if cfg.head == "dcn":
+        return layers * 2 * flat * flat + 2 * flat * w + 2 * w * num_tasks
+    return 2 * flat * w + (layers - 1) * 2 * w * w + 2 * w * num_tasks
+
+
+def _stca(cfg: ModelConfig, L: int) -> tuple[int, int]:
+    d, h, n, f = cfg.d_model, cfg.num_heads, cfg.num_layers, cfg.ffn_mult
+    user = n * _swiglu(L, d, d, f * d)
+    per_target = 0
+    for i in range(1, n + 1):
+        fusion = (2 * i * d * d if i > 1 else 0) + _swiglu(1, d, d, f * d)
+        attention = 4 * L * d * h + 8 * d * d  # scores + context; W_Q, W_K, W_V, W_O
+        per_target += fusion + attention
+    per_target += 2 * (n + 1) * d * d + _swiglu(1, d, d, f * d)  # output token
+    return user, per_target
+
+
+def _target_attention(cfg: ModelConfig, L: int) -> tuple[int, int]:
+    d = cfg.d_model
+    return 4 * L * d * d, 4 * L * d + 4 * d * d
+
+
+def _din(cfg: ModelConfig, L: int) -> tuple[int, int]:
+    d, (h1, h2) = cfg.d_model, DIN_HIDDEN
+    user = 2 * L * d * h1
+    per_target = 2 * d * h1 + 2 * L * d * h1 + 2 * L * h1 * h2 + 2 * L * h2 + 2 * L * d
+    return user, per_target
+
+
+def _transformer(cfg: ModelConfig, L: int) -> tuple[int, int]:
+    d, n, f, s = cfg.d_model, cfg.num_layers, cfg.ffn_mult, L + 1
+    return 0, n * (8 * s * d * d + 4 * s * s * d + _swiglu(s, d, d, f * d))
+
+
+def _mean(cfg: ModelConfig, L: int) -> tuple[int, int]:
+    return 0, 0  # the masked mean is already counted with the user tokens
+
+
+_ENCODERS = {"stca": _stca, "target_attention": _target_attention, "din": _din,
+             "transformer": _transformer, "mean": _mean}
+
+
+def encoder_flops(model_cfg: ModelConfig, L: int, m: int, num_tasks: int = 1) -> dict:
+    """Forward FLOPs of one request with history length L and m targets.
+
+    Returns dict(user=..., per_target=..., total=user + m * per_target), including the
+    embeddings and the head so encoders are compared on the whole forward pass.
+    """
+    if model_cfg.encoder not in _ENCODERS:
+        raise ValueError(f"no FLOP model for model.encoder={model_cfg.encoder!r}")
+    encoder_user, encoder_target = _ENCODERS[model_cfg.encoder](model_cfg, L)
+    user = _user_side_embedding(model_cfg, L) + encoder_user
+    per_target = encoder_target + _target_embedding(model_cfg) + head_flops(model_cfg,
+                                                                            num_tasks)
+    if not model_cfg.rlb:  # point-wise: the user side is recomputed for every target
+        per_target, user = per_target + user, 0
+    return {"user": int(user), "per_target": int(per_target), "total": int(user + m * per_target)}

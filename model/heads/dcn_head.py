@@ -1,0 +1,66 @@
+"""DCN-v2 head: cross layers (tfrs.layers.dcn.Cross) then a deep layer."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from model.layers.common import check_positive
+
+
+@keras.utils.register_keras_serializable(package="stca")
+class DCNHead(keras.layers.Layer):
+    """x0 = concat(tokens); x_{i+1} = x0 * (x_i W_i + b_i) + x_i; logits = MLP(x_N).
+
+    Args:
+      num_tasks: logits per target. num_tokens, token_dim: input tokens T x d.
+      width: deep layer width. num_layers: cross layers. dropout: after the deep layer.
+
+    Input: tokens [B, M, T, d]. Output: logits [B, M, num_tasks] float32.
+
+    Example:
+        logits = DCNHead(3, num_tokens=4, token_dim=64)(tokens)
+    """
+
+    def __init__(self, num_tasks: int, num_tokens: int, token_dim: int, width: int = 128,
+                 num_layers: int = 2, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        check_positive(num_tasks=num_tasks, num_tokens=num_tokens, token_dim=token_dim,
+                       width=width, num_layers=num_layers)
+        self.num_tasks = num_tasks
+        self.num_tokens = num_tokens
+        self.token_dim = token_dim
+        self.width = width
+        self.num_layers = num_layers
+        self.dropout = dropout
+
+    def build(self, input_shape=None):
+        flat = (None, None, self.num_tokens * self.token_dim)
+        self.crosses = [tfrs.layers.dcn.Cross(dtype=self.dtype_policy, name=f"cross_{i}")
+                        for i in range(self.num_layers)]
+        # Cross creates its dense kernel on first call; create it now so every variable
+        # exists after build (checkpoint restore, set_weights, recomputation).
+        probe = tf.zeros([1, 1, flat[-1]], self.compute_dtype)
+        for cross in self.crosses:
+            cross(probe, probe)
+        self.deep = keras.layers.Dense(self.width, activation="relu", dtype=self.dtype_policy,
+                                       name="deep")
+        self.deep.build(flat)
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.logits = keras.layers.Dense(self.num_tasks, dtype="float32", name="logits")
+        self.logits.build((None, None, self.width))
+        super().build(input_shape)
+
+    def call(self, tokens, training=None):
+        shape = tf.shape(tokens)
+        x0 = tf.reshape(tf.cast(tokens, self.compute_dtype),
+                        [shape[0], shape[1], self.num_tokens * self.token_dim])
+        x = x0
+        for cross in self.crosses:
+            x = cross(x0, x)
+        return self.logits(self.drop(self.deep(x), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "num_tasks": self.num_tasks,
+                "num_tokens": self.num_tokens, "token_dim": self.token_dim,
+                "width": self.width, "num_layers": self.num_layers, "dropout": self.dropout}

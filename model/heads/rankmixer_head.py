@@ -1,0 +1,67 @@
+"""RankMixer head over [z, user tokens, candidate token]."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from model.layers.common import check_positive, per_token_initializer
+from model.layers.rankmixer import RankMixerBlock
+
+
+@keras.utils.register_keras_serializable(package="stca")
+class RankMixerHead(keras.layers.Layer):
+    """Per-token projection to width D, `num_layers` RankMixer blocks, token mean, logits.
+
+    D is `width` rounded up to a multiple of the token count (token mixing splits every
+    token into T chunks).
+
+    Args:
+      num_tasks: logits per target. num_tokens: T. token_dim: input token width d.
+      width: hidden token width. num_layers: RankMixer blocks. ffn_mult: per-token FFN
+      multiplier. dropout: dropout on the pooled vector.
+
+    Input: tokens [B, M, T, d]. Output: logits [B, M, num_tasks] float32.
+
+    Example:
+        logits = RankMixerHead(3, num_tokens=4, token_dim=64)(tokens)
+    """
+
+    def __init__(self, num_tasks: int, num_tokens: int, token_dim: int, width: int = 128,
+                 num_layers: int = 2, ffn_mult: int = 2, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        check_positive(num_tasks=num_tasks, num_tokens=num_tokens, token_dim=token_dim,
+                       width=width, num_layers=num_layers, ffn_mult=ffn_mult)
+        self.num_tasks = num_tasks
+        self.num_tokens = num_tokens
+        self.token_dim = token_dim
+        self.width = width
+        self.num_layers = num_layers
+        self.ffn_mult = ffn_mult
+        self.dropout = dropout
+        self.hidden_width = -(-width // num_tokens) * num_tokens
+
+    def build(self, input_shape=None):
+        t, d, w = self.num_tokens, self.token_dim, self.hidden_width
+        self.tokenizer = self.add_weight(
+            name="tokenizer", shape=(t, d, w), trainable=True,
+            initializer=per_token_initializer("glorot_uniform", t, d, w))
+        self.blocks = [RankMixerBlock(t, w, self.ffn_mult, dtype=self.dtype_policy,
+                                      name=f"block_{i}") for i in range(self.num_layers)]
+        for block in self.blocks:
+            block.build((None, None, t, w))
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.logits = keras.layers.Dense(self.num_tasks, dtype="float32", name="logits")
+        self.logits.build((None, None, w))
+        super().build(input_shape)
+
+    def call(self, tokens, training=None):
+        x = tf.einsum("bmtd,tdw->bmtw", tf.cast(tokens, self.compute_dtype), self.tokenizer)
+        for block in self.blocks:
+            x = block(x)
+        return self.logits(self.drop(tf.reduce_mean(x, axis=-2), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "num_tasks": self.num_tasks,
+                "num_tokens": self.num_tokens, "token_dim": self.token_dim,
+                "width": self.width, "num_layers": self.num_layers,
+                "ffn_mult": self.ffn_mult, "dropout": self.dropout}

@@ -1,0 +1,34 @@
+"""Small helpers shared by the layers (initializers, argument checks)."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+def clone_initializer(initializer):
+    """A fresh copy, so two weights never share one (possibly seeded) initializer object."""
+    initializer = keras.initializers.get(initializer)
+    return initializer.__class__.from_config(initializer.get_config())
+
+
+def check_positive(**values) -> None:
+    for name, value in values.items():
+        if value is None or int(value) < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def ensure_built(layer, input_shape=None) -> None:
+    """Builds a layer whose weights do not depend on the input shape, before a method
+    other than `call` uses it (variables are created eagerly, even inside tf.function)."""
+    if not layer.built:
+        with tf.init_scope():
+            layer.build(input_shape)
+
+
+def per_token_initializer(initializer, tokens: int, fan_in: int, fan_out: int):
+    """Initializes a [tokens, fan_in, fan_out] kernel as `tokens` independent
+    [fan_in, fan_out] dense kernels (so fan-in / fan-out scaling is per token)."""
+    def init(shape, dtype=None):
+        return tf.stack([clone_initializer(initializer)((fan_in, fan_out), dtype=dtype)
+                         for _ in range(tokens)])
+    return init

@@ -1,0 +1,67 @@
+"""Masking helpers shared by every attention and pooling layer (one home for masked math).
+
+All helpers take boolean masks where True marks a valid position. Padded positions are
+never read in a way that can change a valid output: they get exactly zero weight.
+
+Example:
+    mask = length_mask(tf.constant([2, 0]), 3)          # [[T, T, F], [F, F, F]]
+    w = masked_softmax(tf.zeros([2, 3]), mask)           # [[.5, .5, 0], [0, 0, 0]]
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Large but finite: exp(_MASKED - max) underflows to exactly 0 in float32 without
+# producing inf - inf = NaN when a whole row is masked.
+_MASKED_SCORE = -1e30
+
+
+def length_mask(lengths: tf.Tensor, width) -> tf.Tensor:
+    """[B] valid lengths -> [B, width] bool mask (valid positions are a prefix)."""
+    return tf.sequence_mask(tf.minimum(tf.cast(lengths, tf.int32), width), width)
+
+
+def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1) -> tf.Tensor:
+    """Exact softmax over the valid positions of `axis`, always computed in float32.
+
+    Args:
+      scores: float tensor of any float dtype.
+      mask: bool tensor broadcastable to `scores`.
+      axis: the axis normalized over.
+
+    Returns:
+      float32 weights; rows without a valid position (empty histories) are all zeros.
+    """
+    scores = tf.cast(scores, tf.float32)
+    mask = tf.broadcast_to(tf.cast(mask, tf.bool), tf.shape(scores))
+    weights = tf.nn.softmax(tf.where(mask, scores, _MASKED_SCORE), axis=axis)
+    return weights * tf.cast(mask, tf.float32)
+
+
+def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean of [B, L, d] over the valid positions of [B, L]; empty rows give zeros.
+
+    The sum runs in float32 so long bf16 / fp16 histories do not lose precision; the
+    result has the dtype of `values`.
+    """
+    weights = tf.cast(mask, tf.float32)[..., None]
+    total = tf.reduce_sum(tf.cast(values, tf.float32) * weights, axis=-2)
+    count = tf.maximum(tf.reduce_sum(weights, axis=-2), 1.0)
+    return tf.cast(total / count, values.dtype)
+
+
+def masked_attention(queries: tf.Tensor, keys: tf.Tensor, values: tf.Tensor,
+                     key_mask: tf.Tensor) -> tf.Tensor:
+    """softmax(q k^T / sqrt(d_k)) v over the valid keys, for explicit-K/V attention.
+
+    Args:
+      queries: [..., S_q, d_k]. keys: [..., S_k, d_k]. values: [..., S_k, d_v].
+      key_mask: bool, broadcastable to [..., S_q, S_k].
+
+    Returns:
+      [..., S_q, d_v] in the dtype of `values`; the softmax runs in float32.
+    """
+    scale = tf.cast(1.0 / tf.sqrt(tf.cast(tf.shape(keys)[-1], tf.float32)), queries.dtype)
+    scores = tf.matmul(queries * scale, keys, transpose_b=True)
+    weights = masked_softmax(scores, key_mask)
+    return tf.matmul(tf.cast(weights, values.dtype), values)

@@ -1,0 +1,237 @@
+"""The ranking model: embeddings -> user tokens + sequence encoder -> head, as a tfrs.Model."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from pipeline import features
+from pipeline.config import ModelConfig, config_from_dict
+
+from model import precision
+from model.encoders import HIST_LEN, build_encoder
+from model.heads import build_head
+from model.layers.common import ensure_built
+from model.layers.event_embedding import EventEmbedding
+from model.layers.masking import length_mask
+from model.layers.user_tokens import UserTokens
+
+USER_TOKENS = "user_tokens"
+
+
+class RankingModel(tfrs.Model):
+    """Multi-task ranking over request-level batches (history once, M targets).
+
+    Per target, the head reads the tokens [z, user tokens..., x_t] where z comes from the
+    sequence encoder (model.encoder) and the user tokens are target-independent. With
+    model.rlb (default) the user side is computed once per request and shared by its M
+    targets; with rlb=false `call` copies the request once per target ([B*M, L], the
+    point-wise baseline). encode_user / score_candidates always share the user side.
+
+    Args:
+      model_cfg: `pipeline.config.ModelConfig` (validated here).
+      tasks: task names; logits come in this order on the last axis.
+      clip_norm: global-norm gradient clipping in train_step (train.clip_norm); 0 = off.
+
+    Inputs: dict named as `pipeline.features.MODEL_INPUTS`. Labels: dict task -> [B, M].
+    Output of `call`: logits [B, M, T] float32.
+
+    Example:
+        model = build_model(ModelConfig(), ["click", "like"])
+        model.compile(optimizer=precision.wrap_optimizer(keras.optimizers.Adam(1e-3), "float32"))
+        model.fit(dataset_of_inputs_and_labels)
+        cache = model.encode_user(inputs)
+        logits = model.score_candidates(cache, inputs)
+    """
+
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[str], clip_norm: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        model_cfg.validate()
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks must be a non-empty list of unique names, got {tasks!r}")
+        if clip_norm < 0:
+            raise ValueError(f"clip_norm must be >= 0, got {clip_norm}")
+        self.model_cfg = dataclasses.replace(model_cfg)
+        self.task_names = list(tasks)
+        self.clip_norm = float(clip_norm)
+        cfg, policy = model_cfg, precision.policy(model_cfg.precision)
+        self.embedding = EventEmbedding(
+            cfg.d_model, cfg.item_buckets, cfg.author_buckets, cfg.action_buckets,
+            cfg.time_buckets, cfg.time_log_base, cfg.ffn_mult, dtype=policy, name="embedding")
+        self.user_tokens = UserTokens(cfg.d_model, cfg.user_buckets, cfg.use_user_id,
+                                      dtype=policy, name="user_tokens")
+        self.encoder = build_encoder(cfg, policy)
+        self.head = build_head(cfg, len(self.task_names),
+                               num_tokens=self.user_tokens.num_tokens + 2, dtype=policy)
+        self.ranking_tasks = [
+            tfrs.tasks.Ranking(
+                loss=keras.losses.BinaryCrossentropy(
+                    from_logits=True, reduction=keras.losses.Reduction.SUM),
+                metrics=[keras.metrics.AUC(from_logits=True, name=f"auc_{task}")],
+                name=f"task_{task}")
+            for task in self.task_names]
+
+    # ---------------------------------------------------------------- building
+    def build(self, input_shape=None):
+        for layer in (self.embedding, self.user_tokens, self.encoder, self.head):
+            ensure_built(layer)
+        keras.layers.Layer.build(self, input_shape)  # Model.build would trace a call
+
+    # ---------------------------------------------------------------- forward
+    def call(self, inputs, training=False):
+        if not self.model_cfg.rlb:
+            return self._pointwise_call(inputs, training)
+        events, history_mask = self._embed_history(inputs)
+        targets = self.embedding.embed_targets(inputs)
+        user_tokens = self.user_tokens(inputs["user_id"], events, history_mask)
+        z = self.encoder(events, history_mask, targets, training=training)
+        return self._logits(z, user_tokens, targets, training)
+
+    def encode_user(self, inputs, training=False) -> dict:
+        """Every target-independent tensor of the request (keys of `user_cache_spec`)."""
+        ensure_built(self)
+        events, history_mask = self._embed_history(inputs)
+        cache = dict(self.encoder.encode_user(events, history_mask, training=training))
+        cache[USER_TOKENS] = self.user_tokens(inputs["user_id"], events, history_mask)
+        cache[HIST_LEN] = tf.reduce_sum(tf.cast(history_mask, tf.int32), axis=-1)
+        return cache
+
+    def score_candidates(self, cache: dict, inputs, training=False) -> tf.Tensor:
+        """Logits [B, M, T] from a user cache and `features.CANDIDATE_INPUTS` only."""
+        ensure_built(self)
+        targets = self.embedding.embed_targets(inputs)
+        z = self.encoder.score(cache, targets, training=training)
+        return self._logits(z, cache[USER_TOKENS], targets, training)
+
+    def user_cache_spec(self) -> dict:
+        ensure_built(self)
+        compute = self.encoder.compute_dtype
+        spec = dict(self.encoder.cache_spec())
+        spec[USER_TOKENS] = tf.TensorSpec(
+            [None, self.user_tokens.num_tokens, self.model_cfg.d_model], compute,
+            name=USER_TOKENS)
+        spec[HIST_LEN] = tf.TensorSpec([None], tf.int32, name=HIST_LEN)
+        return spec
+
+    def _embed_history(self, inputs):
+        events = self.embedding.embed_history(inputs)
+        width = tf.shape(inputs["hist_item_id"])[1]
+        return events, length_mask(inputs["hist_len"], width)
+
+    def _logits(self, z, user_tokens, targets, training):
+        dtype = self.head.compute_dtype
+        z, targets = tf.cast(z, dtype), tf.cast(targets, dtype)
+        user_tokens = tf.cast(user_tokens, dtype)
+        shape = tf.shape(targets)
+        user_tokens = tf.broadcast_to(
+            user_tokens[:, None], [shape[0], shape[1], self.user_tokens.num_tokens, shape[2]])
+        tokens = tf.concat([z[:, :, None], user_tokens, targets[:, :, None]], axis=2)
+        return self.head(tokens, training=training)
+
+    def _pointwise_call(self, inputs, training):
+        """Point-wise baseline: every target gets its own copy of the request."""
+        shape = tf.shape(inputs["tgt_item_id"])
+        copies = {name: tf.repeat(inputs[name], shape[1], axis=0)
+                  for name in features.USER_INPUTS}
+        for name in features.TARGET_FEATURES:
+            copies[name] = tf.reshape(inputs[name], [-1, 1])
+        copies["tgt_len"] = tf.ones([shape[0] * shape[1]], tf.int32)
+        events, history_mask = self._embed_history(copies)
+        targets = self.embedding.embed_targets(copies)
+        user_tokens = self.user_tokens(copies["user_id"], events, history_mask)
+        z = self.encoder(events, history_mask, targets, training=training)
+        logits = self._logits(z, user_tokens, targets, training)
+        return tf.reshape(logits, [shape[0], shape[1], len(self.task_names)])
+
+    # ---------------------------------------------------------------- training
+    def compute_loss(self, inputs, training=False) -> tf.Tensor:
+        """Sum over tasks of BCE summed over valid targets / number of valid targets.
+
+        Under tf.distribute the divisor is the global number of valid targets (all-reduced
+        over replicas), so the per-replica gradients summed by the optimizer equal the
+        gradient of one process over the whole global batch.
+        """
+        model_inputs, labels = inputs[0], inputs[1]
+        logits = self(model_inputs, training=training)
+        valid = features.target_mask(model_inputs["tgt_len"], tf.shape(logits)[1])
+        weights = tf.reshape(tf.cast(valid, tf.float32), [-1])
+        num_valid = tf.maximum(_replica_sum(tf.reduce_sum(weights)), 1.0)
+        loss = tf.constant(0.0)
+        for i, (name, task) in enumerate(zip(self.task_names, self.ranking_tasks)):
+            task_loss = task(labels=tf.reshape(tf.cast(labels[name], tf.float32), [-1, 1]),
+                             predictions=tf.reshape(logits[..., i], [-1, 1]),
+                             sample_weight=weights, training=training)
+            loss += task_loss / num_valid
+        return loss
+
+    def train_step(self, batch):
+        optimizer = self.optimizer
+        scaled = precision.is_loss_scaled(optimizer)
+        if precision.needs_loss_scaling(self.model_cfg.precision) and not scaled:
+            raise ValueError("model.precision='mixed_float16' needs a LossScaleOptimizer: "
+                             "compile with model.precision.wrap_optimizer(opt, precision)")
+        replicas = _num_replicas()
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(batch, training=True)
+            # Regularization is per model, not per replica: replicas' gradients are summed.
+            regularization = tf.add_n(self.losses) / replicas if self.losses else 0.0
+            total = loss + regularization
+            objective = optimizer.get_scaled_loss(total) if scaled else total
+        pairs = [(g, v) for g, v in zip(tape.gradient(objective, self.trainable_variables),
+                                        self.trainable_variables) if g is not None]
+        grads = [g for g, _ in pairs]
+        if scaled:
+            grads = optimizer.get_unscaled_gradients(grads)
+        # Sum over replicas before clipping, so the clipped norm is the global one.
+        grads = _replica_sum(grads)
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
+        optimizer.apply_gradients(zip(grads, [v for _, v in pairs]),
+                                  experimental_aggregate_gradients=False)
+        logs = {m.name: m.result() for m in self.metrics}
+        logs.update(loss=_replica_sum(loss), regularization_loss=regularization,
+                    total_loss=_replica_sum(total), grad_norm=grad_norm)
+        if scaled:
+            logs["loss_scale"] = optimizer.loss_scale
+        return logs
+
+    def test_step(self, batch):
+        loss = self.compute_loss(batch, training=False)
+        logs = {m.name: m.result() for m in self.metrics}
+        logs["loss"] = _replica_sum(loss)
+        return logs
+
+    # ---------------------------------------------------------------- config
+    def get_config(self):
+        return {"model_cfg": dataclasses.asdict(self.model_cfg), "tasks": self.task_names,
+                "clip_norm": self.clip_norm}
+
+    @classmethod
+    def from_config(cls, config):
+        model_cfg = config_from_dict({"model": config["model_cfg"]}).model
+        return cls(model_cfg, config["tasks"], config.get("clip_norm", 0.0))
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _replica_sum(value):
+    """Sum over replicas inside a replica context with several replicas; else identity."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def build_model(model_cfg: ModelConfig, tasks: Sequence[str],
+                clip_norm: float = 0.0) -> RankingModel:
+    """A built `RankingModel` (all variables exist, so checkpoints restore immediately)."""
+    model = RankingModel(model_cfg, tasks, clip_norm=clip_norm)
+    ensure_built(model)
+    return model

@@ -1,0 +1,88 @@
+"""Tiny configs and random request batches for the model tests (small shapes: fast)."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.config import ModelConfig
+
+TASKS = ("click", "like")
+REQUEST_TS = 1_700_000_000_000  # Unix ms
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    values = dict(d_model=16, num_heads=2, num_layers=2, item_buckets=101, author_buckets=31,
+                  user_buckets=17, action_buckets=8, time_buckets=16, head_width=16,
+                  head_layers=1)
+    values.update(overrides)
+    cfg = ModelConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def random_requests(batch=3, length=12, num_targets=4, seed=0, hist_len=None, tgt_len=None,
+                    tasks=TASKS):
+    """(inputs, labels) named as features.MODEL_INPUTS, zero-padded like model_inputs.
+
+    By default example 0 is full, example 1 has an empty history and a single target, and
+    the rest have random lengths.
+    """
+    rng = np.random.default_rng(seed)
+    if hist_len is None:
+        hist_len = rng.integers(1, length + 1, size=batch)
+        hist_len[0] = length
+        if batch > 1:
+            hist_len[1] = 0
+    if tgt_len is None:
+        tgt_len = rng.integers(1, num_targets + 1, size=batch)
+        tgt_len[0] = num_targets
+        if batch > 1:
+            tgt_len[1] = 1
+    hist_len, tgt_len = np.asarray(hist_len, np.int32), np.asarray(tgt_len, np.int32)
+    hist_valid = np.arange(length)[None, :] < hist_len[:, None]
+    tgt_valid = np.arange(num_targets)[None, :] < tgt_len[:, None]
+
+    def ids(shape, valid, high=10**12):
+        return np.where(valid, rng.integers(1, high, size=shape), 0).astype(np.int64)
+
+    ages = np.cumsum(rng.integers(1_000, 3_600_000, size=(batch, length)), axis=1)
+    inputs = {
+        "user_id": rng.integers(1, 10**12, size=batch).astype(np.int64),
+        "request_ts": np.full(batch, REQUEST_TS, np.int64),
+        "hist_item_id": ids((batch, length), hist_valid),
+        "hist_author_id": ids((batch, length), hist_valid, 10**6),
+        "hist_action": ids((batch, length), hist_valid, 8),
+        "hist_ts": np.where(hist_valid, REQUEST_TS - ages, 0).astype(np.int64),
+        "hist_len": hist_len,
+        "tgt_item_id": ids((batch, num_targets), tgt_valid),
+        "tgt_author_id": ids((batch, num_targets), tgt_valid, 10**6),
+        "tgt_len": tgt_len,
+    }
+    labels = {t: np.where(tgt_valid, rng.integers(0, 2, size=(batch, num_targets)), 0)
+              .astype(np.float32) for t in tasks}
+    return ({k: tf.constant(v) for k, v in inputs.items()},
+            {k: tf.constant(v) for k, v in labels.items()})
+
+
+def author_task_batch(batch=16, length=24, num_targets=4, seed=0, authors=12, tasks=TASKS):
+    """A learnable batch: a target is positive iff its author occurs in the user's history.
+
+    Every user's history draws from 3 of `authors` authors; half of the targets come from
+    those authors. Only an encoder that relates the target to the history can learn it.
+    """
+    rng = np.random.default_rng(seed)
+    inputs, _ = random_requests(batch, length, num_targets, seed,
+                                hist_len=np.full(batch, length),
+                                tgt_len=np.full(batch, num_targets),
+                                tasks=tasks)
+    inputs = {k: v.numpy() for k, v in inputs.items()}
+    labels = np.zeros((batch, num_targets), np.float32)
+    for b in range(batch):
+        favorites = rng.choice(authors, size=3, replace=False) + 1
+        inputs["hist_author_id"][b] = rng.choice(favorites, size=length)
+        for m in range(num_targets):
+            author = rng.choice(favorites) if m % 2 == 0 else rng.integers(1, authors + 1)
+            inputs["tgt_author_id"][b, m] = author
+            labels[b, m] = float(author in favorites)
+    return ({k: tf.constant(v) for k, v in inputs.items()},
+            {t: tf.constant(labels) for t in tasks})

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import model  # noqa: F401
+from model.layers.common import (check_positive, clone_initializer, ensure_built,
+                                 per_token_initializer)
+from model.layers.swiglu import SwiGLU
+
+
+def test_clone_initializer_gives_a_new_equal_object():
+    init = keras.initializers.GlorotUniform(seed=3)
+    clone = clone_initializer(init)
+    assert clone is not init and clone.get_config() == init.get_config()
+
+
+def test_per_token_initializer_scales_each_token_like_a_dense_kernel():
+    kernel = per_token_initializer(keras.initializers.GlorotUniform(), 3, 40, 60)((3, 40, 60))
+    limit = np.sqrt(6 / (40 + 60))
+    assert kernel.shape == (3, 40, 60) and float(tf.reduce_max(tf.abs(kernel))) <= limit
+    assert not np.allclose(kernel[0], kernel[1])
+
+
+def test_ensure_built_creates_variables_eagerly_inside_tf_function():
+    layer = SwiGLU(4)
+
+    @tf.function
+    def build_then_call(x):
+        ensure_built(layer, (None, 4))
+        return layer(x)
+
+    assert build_then_call(tf.ones([1, 4])).shape == (1, 4) and layer.built
+    with pytest.raises(ValueError, match="width must be an integer >= 1"):
+        check_positive(width=0)

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model  # noqa: F401
+from model.encoders import (HIST_LEN, DINEncoder, MeanEncoder, STCAEncoder,
+                            TargetAttentionEncoder, TransformerEncoder, build_encoder)
+from layer_checks import assert_config_round_trip
+from model_helpers import tiny_config
+
+ENCODERS = [lambda: STCAEncoder(8, 2, 2), lambda: TargetAttentionEncoder(8, 2),
+            lambda: DINEncoder(8, (6, 3)), lambda: TransformerEncoder(8, 2, 2),
+            lambda: MeanEncoder(8)]
+
+
+def _inputs(seed=0, length=7):
+    rng = np.random.default_rng(seed)
+    events = tf.constant(rng.normal(size=(3, length, 8)), tf.float32)
+    targets = tf.constant(rng.normal(size=(3, 4, 8)), tf.float32)
+    mask = tf.sequence_mask([length, 3, 0], length)
+    return events, mask, targets
+
+
+@pytest.mark.parametrize("make", ENCODERS)
+def test_score_of_cache_equals_call_and_matches_the_spec(make):
+    encoder = make()
+    events, mask, targets = _inputs()
+    z = encoder(events, mask, targets)
+    cache = encoder.encode_user(events, mask)
+    spec = encoder.cache_spec()
+    assert set(cache) == set(spec)
+    for name, tensor in cache.items():
+        assert spec[name].shape.is_compatible_with(tensor.shape)
+        assert spec[name].dtype == tensor.dtype
+    cache[HIST_LEN] = tf.constant([7, 3, 0], tf.int32)
+    assert z.shape == (3, 4, 8) and np.isfinite(z.numpy()).all()
+    np.testing.assert_allclose(encoder.score(cache, targets), z, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", ENCODERS)
+def test_encoder_config_round_trip(make):
+    assert_config_round_trip(make(), *_inputs())
+
+
+def test_stca_z_follows_the_query_fusion_equations():
+    encoder = STCAEncoder(8, 2, 3)
+    events, mask, targets = _inputs(1)
+    z = encoder(events, mask, targets)
+    outputs = []
+    for i in range(3):
+        q = encoder.queries[i](outputs + [targets])            # q(1) = LN(SwiGLU(x_t)), ...
+        outputs.append(encoder.attentions[i](encoder.views[i](events), q, mask))
+    np.testing.assert_allclose(z, encoder.output_token(outputs + [targets]), atol=1e-6)
+    assert encoder.queries[0].project is None and encoder.queries[2].num_inputs == 3
+    assert not encoder.output_token.normalize
+
+
+def test_build_encoder_maps_the_config():
+    expected = {"stca": STCAEncoder, "target_attention": TargetAttentionEncoder,
+                "din": DINEncoder, "transformer": TransformerEncoder, "mean": MeanEncoder}
+    for name, cls in expected.items():
+        assert type(build_encoder(tiny_config(encoder=name))) is cls
+    assert build_encoder(tiny_config(recompute=True)).recompute

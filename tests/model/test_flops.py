@@ -1,0 +1,42 @@
+import pytest
+
+import model  # noqa: F401
+from model.flops import encoder_flops
+from pipeline.config import ModelConfig
+
+ENCODERS = ["stca", "target_attention", "din", "transformer", "mean"]
+
+
+def test_stca_matches_the_paper_cost_formula():
+    cfg = ModelConfig(d_model=1024, num_heads=16, num_layers=4)
+    d, h, n = 1024, 16, 4
+    small, large = encoder_flops(cfg, 1024, 16), encoder_flops(cfg, 2048, 16)
+    # The L-dependent parts: per layer a d->d SwiGLU view (12 L d^2 at ffn_mult 2) plus the
+    # event embedding (a 4d->d SwiGLU, 36 L d^2, and the masked mean, 2 L d).
+    assert large["user"] - small["user"] == 1024 * (n * 12 * d * d + 36 * d * d + 2 * d)
+    assert large["per_target"] - small["per_target"] == 1024 * n * 4 * d * h
+    assert large["total"] == large["user"] + 16 * large["per_target"]
+    # Paper formula (encoder only): N*12*L*d^2 shared + m*N*4*L*d*h per target, plus small
+    # per-target terms (projections, query fusion, target embedding, head).
+    paper = n * 12 * 2048 * d * d + 16 * n * 4 * 2048 * d * h
+    encoder_part = large["total"] - 2048 * (36 * d * d + 2 * d)
+    assert paper < encoder_part < 1.1 * paper
+
+
+def test_costs_scale_as_expected():
+    cfg = lambda e: ModelConfig(encoder=e)  # noqa: E731
+    for encoder in ENCODERS:
+        a, b = encoder_flops(cfg(encoder), 1000, 8), encoder_flops(cfg(encoder), 2000, 8)
+        assert b["total"] > a["total"] > 0
+    quadratic = [encoder_flops(cfg("transformer"), L, 1)["per_target"] for L in (999, 1999, 3999)]
+    assert (quadratic[2] - quadratic[1]) > 1.9 * (quadratic[1] - quadratic[0])
+    stca = [encoder_flops(cfg("stca"), L, 16)["total"] for L in (1000, 2000, 4000)]
+    assert abs((stca[2] - stca[1]) - 2 * (stca[1] - stca[0])) < 1e-9 * stca[2]  # linear
+    pointwise = encoder_flops(ModelConfig(rlb=False), 1000, 8)
+    rlb = encoder_flops(ModelConfig(), 1000, 8)
+    assert pointwise["total"] == rlb["total"] + 7 * rlb["user"]
+
+
+def test_unknown_encoder_has_no_flop_model():
+    with pytest.raises(ValueError, match="longer"):
+        encoder_flops(ModelConfig(encoder="longer"), 10, 1)

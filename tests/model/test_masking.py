@@ -1,0 +1,49 @@
+import numpy as np
+import tensorflow as tf
+
+import model  # noqa: F401
+from model.layers.masking import length_mask, masked_attention, masked_mean, masked_softmax
+
+
+def test_length_mask_clips_to_width():
+    np.testing.assert_array_equal(length_mask(tf.constant([0, 2, 9]), 3).numpy(),
+                                  [[0, 0, 0], [1, 1, 0], [1, 1, 1]])
+
+
+def test_masked_softmax_is_exact_over_valid_positions_and_zero_for_empty_rows():
+    scores = tf.constant([[3.0, 1.0, 50.0], [1.0, 2.0, 3.0]])
+    mask = tf.constant([[True, True, False], [False, False, False]])
+    weights = masked_softmax(scores, mask).numpy()
+    expected = np.exp([3.0, 1.0]) / np.exp([3.0, 1.0]).sum()
+    np.testing.assert_allclose(weights[0, :2], expected, rtol=1e-6)
+    assert weights[0, 2] == 0.0
+    np.testing.assert_array_equal(weights[1], [0.0, 0.0, 0.0])
+
+
+def test_masked_softmax_runs_in_float32_and_has_finite_gradients_for_empty_rows():
+    scores = tf.Variable(tf.zeros([2, 4], tf.bfloat16))
+    mask = tf.constant([[True, False, True, False], [False] * 4])
+    with tf.GradientTape() as tape:
+        weights = masked_softmax(scores, mask)
+        loss = tf.reduce_sum(weights * tf.constant([1.0, 2.0, 3.0, 4.0]))
+    assert weights.dtype == tf.float32
+    assert np.all(np.isfinite(tape.gradient(loss, scores).numpy().astype(np.float32)))
+
+
+def test_masked_mean_ignores_padding_and_empty_rows_give_zero():
+    values = tf.constant([[[1.0], [3.0], [100.0]], [[5.0], [6.0], [7.0]]])
+    mask = tf.constant([[True, True, False], [False, False, False]])
+    np.testing.assert_allclose(masked_mean(values, mask).numpy(), [[2.0], [0.0]])
+
+
+def test_masked_attention_matches_numpy():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=s).astype(np.float32) for s in ([2, 3, 4], [2, 5, 4], [2, 5, 6]))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
+    out = masked_attention(tf.constant(q), tf.constant(k), tf.constant(v),
+                           tf.constant(mask)[:, None, :]).numpy()
+    scores = q @ k.transpose(0, 2, 1) / 2.0
+    scores = np.where(mask[:, None, :], scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out, weights @ v, atol=1e-5)

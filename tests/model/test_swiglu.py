@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model  # noqa: F401
+from model.layers.swiglu import SwiGLU
+from layer_checks import assert_config_round_trip
+
+
+def test_swiglu_matches_formula():
+    x = tf.random.stateless_normal([2, 3, 8], seed=[0, 1])
+    layer = SwiGLU(output_dim=4, ffn_mult=3)
+    y = layer(x).numpy()
+    up_gate = layer.up_gate.kernel.numpy()
+    w_u, w_v = up_gate[:, :12], up_gate[:, 12:]
+    gate = x.numpy() @ w_v
+    expected = ((x.numpy() @ w_u) * gate / (1 + np.exp(-gate))) @ layer.down.kernel.numpy()
+    assert y.shape == (2, 3, 4) and up_gate.shape == (8, 24)  # inner = ffn_mult * output_dim
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_swiglu_defaults_keep_width_and_round_trip():
+    layer = SwiGLU()
+    x = tf.ones([2, 5])
+    assert layer(x).shape == (2, 5) and layer.down.kernel.shape == (10, 5)
+    assert_config_round_trip(SwiGLU(output_dim=3, inner_dim=7, use_bias=True), x)
+
+
+@pytest.mark.parametrize("kwargs", [dict(output_dim=0), dict(ffn_mult=0), dict(inner_dim=-1)])
+def test_swiglu_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        SwiGLU(**kwargs)

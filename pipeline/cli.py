@@ -137,6 +137,9 @@ def _run(args: argparse.Namespace, extra: list[str]) -> object:
         return verify.run(args.export_dir, data_dir=args.data)
     if cmd == "demo":
         from pipeline import demo
+        if args.config is None:
+            args.config = demo.DEFAULT_CONFIG
+            cfg = resolve_config(args)
         return demo.run(cfg, args.workdir)
     raise SystemExit(f"unknown command {cmd}")
 

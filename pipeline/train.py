@@ -1,0 +1,237 @@
+"""`stca train`: a custom tf.distribute loop with checkpoints, resume, TensorBoard and logs.
+
+The loop is deliberately small: the step itself is `RankingModel.train_step` (loss scaling,
+global loss normalisation), run with `strategy.run` inside one tf.function whose input
+signature has None batch / length dims, so token-budget buckets never retrace it.
+
+A restarted run resumes from the newest checkpoint in MODEL_DIR/checkpoints: weights,
+optimizer slots and the step counter (`optimizer.iterations`). The input pipeline is not
+checkpointed; a resumed run reshuffles with a seed derived from the step it resumes at.
+
+Example:
+    stca train --data runs/demo/data --model-dir runs/demo/model --set train.steps=300
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
+import pipeline  # noqa: F401
+from pipeline import config as config_lib
+from pipeline import fileio
+from pipeline import input as input_lib
+
+CHECKPOINT_SUBDIR = "checkpoints"
+METRICS_FILE = "train_metrics.json"
+
+
+def _tf_config() -> dict:
+    return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+
+
+def make_strategy(name: str):
+    """train.strategy -> a tf.distribute strategy (created before any other TF work)."""
+    import tensorflow as tf
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not _tf_config().get("cluster"):
+            raise config_lib.ConfigError(
+                "train.strategy: 'multi_worker' needs the TF_CONFIG environment variable "
+                "with a cluster spec, e.g. {\"cluster\": {\"worker\": [\"host1:port\", "
+                "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    config_lib._choice("train.strategy", name, ("default", "mirrored", "multi_worker"))
+
+
+def is_chief(strategy) -> bool:
+    """The chief writes checkpoints, logs and reports; other workers write to scratch dirs."""
+    task = _tf_config().get("task", {})
+    if not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+        return True
+    if task.get("type") == "chief":
+        return True
+    has_chief = "chief" in _tf_config().get("cluster", {})
+    return not has_chief and task.get("type") == "worker" and task.get("index", 0) == 0
+
+
+def make_optimizer(train_cfg: config_lib.TrainConfig, precision: str):
+    """Optimizer with linear warmup and cosine decay (or none).
+
+    Global-norm clipping is done by `RankingModel.train_step` after the cross-replica sum,
+    so it clips the global gradient as a single-device run would.
+    """
+    import tensorflow as tf
+    from model import precision as precision_lib
+    warmup = train_cfg.warmup_steps
+    # alpha=1 turns the cosine into a constant: decay "none" is the same schedule, flat.
+    lr = tf.keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else train_cfg.learning_rate,
+        decay_steps=max(train_cfg.steps - warmup, 1),
+        alpha=train_cfg.min_lr_ratio if train_cfg.decay == "cosine" else 1.0,
+        warmup_target=train_cfg.learning_rate if warmup else None,
+        warmup_steps=warmup)
+    if train_cfg.optimizer == "adam":
+        opt = tf.keras.optimizers.Adam(lr)
+    elif train_cfg.optimizer == "adamw":
+        opt = tf.keras.optimizers.AdamW(lr, weight_decay=train_cfg.weight_decay)
+    else:
+        opt = tf.keras.optimizers.Adagrad(lr)
+    return precision_lib.wrap_optimizer(opt, precision)
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT -> save a checkpoint at the next step boundary, then stop."""
+
+    def __init__(self):
+        self.stop = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+
+    def _handle(self, signum, frame):
+        self.stop = True
+
+
+def check_data(data_dir: str) -> list[str]:
+    """Fails before any work when the data dir has no training shards."""
+    try:
+        return input_lib.list_shards(data_dir, "train")
+    except FileNotFoundError as e:
+        raise config_lib.ConfigError(f"--data: {e}") from None
+
+
+def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
+    """Trains cfg.train.steps steps (resuming if MODEL_DIR has checkpoints); returns metrics."""
+    cfg.validate()
+    fileio.ensure_filesystem(data_dir)
+    fileio.ensure_filesystem(model_dir)
+    check_data(data_dir)
+    strategy = make_strategy(cfg.train.strategy)  # before other TF work (multi-worker)
+
+    import tensorflow as tf
+    from model import build_model
+
+    chief = is_chief(strategy)
+    work_dir = model_dir if chief else fileio.join(
+        model_dir, f".worker-{_tf_config().get('task', {}).get('index', 0)}")
+    if chief:
+        config_lib.save_config(cfg, model_dir)
+
+    with strategy.scope():
+        model = build_model(cfg.model, cfg.tasks, clip_norm=cfg.train.clip_norm)
+        optimizer = make_optimizer(cfg.train, cfg.model.precision)
+        model.compile(optimizer=optimizer)
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(
+            ckpt, fileio.join(work_dir, CHECKPOINT_SUBDIR), max_to_keep=cfg.train.keep_checkpoints,
+            step_counter=optimizer.iterations, checkpoint_interval=cfg.train.checkpoint_every)
+        # Slots exist before the first step, so the step function is traced exactly once
+        # (a first call that creates variables would be traced twice).
+        optimizer.build(model.trainable_variables)
+        restored = manager.restore_or_initialize()
+    start_step = int(optimizer.iterations.numpy())
+    if restored:
+        print(f"resumed from {restored} at step {start_step}", flush=True)
+
+    dataset = input_lib.distributed_train_dataset(strategy, data_dir, cfg,
+                                                  seed_offset=start_step)
+    traces = []
+
+    @tf.function(input_signature=[dataset.element_spec])
+    def dist_step(batch):
+        traces.append(1)  # Python side effect: runs once per trace, never per step
+        out = strategy.run(model.train_step, args=(batch,))
+        # Each replica's loss is normalised by the GLOBAL number of valid targets.
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, out["loss"], axis=None)
+
+    writer = tf.summary.create_file_writer(fileio.join(work_dir, "logs", "train"))
+    interactive = chief and sys.stdout.isatty()
+    progbar = tf.keras.utils.Progbar(cfg.train.steps, stateful_metrics=["loss"],
+                                     verbose=1 if interactive else 0)
+    stop = _StopFlag()
+    iterator = iter(dataset)
+    losses, t0, step = [], time.time(), start_step
+    window_t0, window_tokens, window_requests = time.time(), 0, 0
+    while step < cfg.train.steps and not stop.stop:
+        batch = next(iterator)
+        loss = float(dist_step(batch))
+        step = int(optimizer.iterations.numpy())
+        losses.append(loss)
+        tokens, requests = _batch_size(strategy, batch)
+        window_tokens += tokens
+        window_requests += requests
+        progbar.update(step, [("loss", loss)])
+        manager.save(checkpoint_number=step)  # no-op unless checkpoint_every steps passed
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            elapsed = max(time.time() - window_t0, 1e-9)
+            with writer.as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("learning_rate", _current_lr(optimizer))
+                tf.summary.scalar("history_tokens_per_s", window_tokens / elapsed)
+                tf.summary.scalar("requests_per_s", window_requests / elapsed)
+                for m in model.metrics:
+                    tf.summary.scalar(m.name, m.result())
+            if chief and not interactive:
+                print(f"step {step}/{cfg.train.steps} loss={loss:.4f} "
+                      f"tokens/s={window_tokens / elapsed:,.0f} "
+                      f"requests/s={window_requests / elapsed:,.1f}", flush=True)
+            window_t0, window_tokens, window_requests = time.time(), 0, 0
+    manager.save(checkpoint_number=step, check_interval=False)
+    writer.close()
+
+    metrics = {
+        "steps": step,
+        "start_step": start_step,
+        "resumed_from": restored,
+        "stopped_early": bool(stop.stop and step < cfg.train.steps),
+        "final_loss_avg_last_20": float(sum(losses[-20:]) / max(len(losses[-20:]), 1)),
+        "train_metrics": {m.name: float(m.result()) for m in model.metrics},
+        "wall_seconds": round(time.time() - t0, 2),
+        "steps_per_second": round(len(losses) / max(time.time() - t0, 1e-9), 3),
+        "step_traces": len(traces),
+        "num_replicas": strategy.num_replicas_in_sync,
+        "latest_checkpoint": manager.latest_checkpoint,
+    }
+    if chief:
+        fileio.write_text(fileio.join(model_dir, METRICS_FILE), json.dumps(metrics, indent=2))
+    elif not fileio.is_remote(work_dir):
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return metrics
+
+
+def _batch_size(strategy, batch) -> tuple[int, int]:
+    """(history tokens, requests) in a distributed batch, for throughput logging."""
+    inputs = batch[0]
+    parts = strategy.experimental_local_results(inputs["hist_item_id"])
+    return (sum(int(p.shape[0]) * int(p.shape[1]) for p in parts),
+            sum(int(p.shape[0]) for p in parts))
+
+
+def _current_lr(optimizer) -> float:
+    lr = optimizer.learning_rate
+    return float(lr(optimizer.iterations) if callable(lr) else lr)
+
+
+def load_trained_model(cfg: config_lib.Config, model_dir: str):
+    """Builds the model from cfg and restores the newest checkpoint in MODEL_DIR (weights only)."""
+    import tensorflow as tf
+    from model import build_model
+    fileio.ensure_filesystem(model_dir)
+    ckpt_dir = fileio.join(model_dir, CHECKPOINT_SUBDIR)
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        raise config_lib.ConfigError(f"--model-dir: no checkpoint found in {ckpt_dir}; "
+                                     "run `stca train` first")
+    model = build_model(cfg.model, cfg.tasks)  # built: restore is matched at once
+    status = tf.train.Checkpoint(model=model).restore(latest)
+    status.expect_partial().assert_existing_objects_matched()  # optimizer slots are not needed
+    return model, latest

@@ -155,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except config_lib.ConfigError as e:
         print(f"stca {args.command}: config error: {e}", file=sys.stderr)
         code = 2
-    except Exception:  # noqa: BLE001  (reported, then the exit code says it failed)
-        traceback.print_exc()
+    except Exception as e:  # noqa: BLE001  (reported, then the exit code says it failed)
+        if getattr(e, "cli_message_only", False):  # e.g. a failed release gate: no traceback
+            print(f"stca {args.command}: {e}", file=sys.stderr)
+        else:
+            traceback.print_exc()
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

@@ -154,15 +154,21 @@ RECOMPUTE_ENCODERS = ("stca", "longer", "transformer")  # encoders with per-laye
 
 @dataclass
 class LongerConfig:
-    """LONGER encoder (arXiv 2505.04421) options; used when model.encoder == 'longer'."""
+    """LONGER encoder (arXiv 2505.04421) options; used when model.encoder == 'longer'.
+
+    Its depth is 1 + self_attn_layers (model.num_layers is STCA's and is not used).
+    """
     merge_k: int = 4                  # adjacent history tokens merged into one; 1 = off
-    merge_mode: str = "concat"        # concat | innertrans
+    merge_mode: str = "concat"        # concat | innertrans (a 1-layer transformer per group)
     recent_k: int = 32                # most recent merged tokens used as extra queries
     self_attn_layers: int = 2         # causal self-attention layers over the short set
 
     def validate(self, p: str = "model.longer") -> None:
         _check(self.merge_k >= 1, f"{p}.merge_k", self.merge_k, ">= 1")
         _choice(f"{p}.merge_mode", self.merge_mode, ("concat", "innertrans"))
+        _check(self.merge_mode == "concat" or self.merge_k > 1, f"{p}.merge_mode",
+               self.merge_mode, f"'concat' when {p}.merge_k is 1 (merging off); "
+               "'innertrans' needs merge_k >= 2")
         _check(self.recent_k >= 0, f"{p}.recent_k", self.recent_k, ">= 0")
         _check(self.self_attn_layers >= 1, f"{p}.self_attn_layers", self.self_attn_layers, ">= 1")
 
@@ -255,6 +261,9 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     deterministic: bool = False       # deterministic input order (tests, parity runs)
+    # Non-chief workers keep their final checkpoint in MODEL_DIR/.worker-<i> (consistency
+    # checks); by default they are deleted, only the chief's checkpoints are the run's.
+    keep_worker_checkpoints: bool = False
 
     def validate(self, p: str = "train") -> None:
         self.length.validate(f"{p}.length")
@@ -300,14 +309,22 @@ class ExportConfig:
     model_name: str = "stca"
     version: int = 0                  # 0: next free version number under the export base
     cache_dtype: str = "float32"      # dtype of the exported user_cache: float32 | bfloat16
+    # Compute dtype of the export: float32 (exact, default, whatever training used) or
+    # as_trained (model.precision, e.g. mixed_bfloat16 on CPUs with AMX).
+    precision: str = "float32"
     warmup_history: int = 1024        # history length of the warmup requests
     warmup_candidates: int = 64
+    verify_history: int = 10240       # longest history in verify-export's parity batch
+    verify_requests: int = 256        # held-out requests verify-export scores; 0 = all
 
     def validate(self, p: str = "export") -> None:
         _check(bool(self.model_name) and "/" not in self.model_name, f"{p}.model_name",
                self.model_name, "a non-empty name without '/'")
         _check(self.version >= 0, f"{p}.version", self.version, ">= 0")
         _choice(f"{p}.cache_dtype", self.cache_dtype, ("float32", "bfloat16"))
+        _choice(f"{p}.precision", self.precision, ("float32", "as_trained"))
+        _check(self.verify_history >= 1, f"{p}.verify_history", self.verify_history, ">= 1")
+        _check(self.verify_requests >= 0, f"{p}.verify_requests", self.verify_requests, ">= 0")
         _check(self.warmup_history >= 1, f"{p}.warmup_history", self.warmup_history, ">= 1")
         _check(self.warmup_candidates >= 1, f"{p}.warmup_candidates", self.warmup_candidates,
                ">= 1")

@@ -108,14 +108,28 @@ def encode_request(*, request_id: int, user_id: int, request_ts: int,
     return example.SerializeToString()
 
 
+def _check_labels(parsed: dict, tasks: Sequence[str], lengths) -> dict:
+    """Every label list must have one value per target: a record written for other tasks
+    (data.schema.tasks differs from the data) fails here with a message, not later."""
+    checks = [tf.debugging.assert_equal(
+        lengths(parsed[label_feature(t)]), lengths(parsed["tgt_item_id"]),
+        message=f"{label_feature(t)} does not have one value per target: the records were "
+                f"written for other tasks than data.schema.tasks={list(tasks)}")
+        for t in tasks]
+    with tf.control_dependencies(checks):
+        return {k: tf.identity(v) for k, v in parsed.items()}
+
+
 def parse_examples(serialized: tf.Tensor, tasks: Sequence[str]) -> dict:
     """[B] serialized Examples -> dict of [B] scalars and [B, None] RaggedTensors."""
-    return tf.io.parse_example(serialized, feature_spec(tasks))
+    parsed = tf.io.parse_example(serialized, feature_spec(tasks))
+    return _check_labels(parsed, tasks, lambda v: v.row_lengths())
 
 
 def parse_example(serialized: tf.Tensor, tasks: Sequence[str]) -> dict:
     """One serialized Example -> dict of scalars and 1-D tensors."""
-    return tf.io.parse_single_example(serialized, feature_spec(tasks))
+    parsed = tf.io.parse_single_example(serialized, feature_spec(tasks))
+    return _check_labels(parsed, tasks, tf.size)
 
 
 def _pad(ragged: tf.RaggedTensor, width) -> tf.Tensor:

@@ -20,6 +20,8 @@ import signal
 import sys
 import time
 
+import numpy as np
+
 import pipeline  # noqa: F401
 from pipeline import config as config_lib
 from pipeline import fileio
@@ -120,6 +122,10 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     import tensorflow as tf
     from model import build_model
 
+    # train.seed fixes weight initialisation (Python, NumPy and TF seeds) and input order.
+    tf.keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     chief = is_chief(strategy)
     work_dir = model_dir if chief else fileio.join(
         model_dir, f".worker-{_tf_config().get('task', {}).get('index', 0)}")
@@ -142,8 +148,11 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     if restored:
         print(f"resumed from {restored} at step {start_step}", flush=True)
 
-    dataset = input_lib.distributed_train_dataset(strategy, data_dir, cfg,
-                                                  seed_offset=start_step)
+    # Shuffled runs draw a fresh order on resume; deterministic runs replay the order and
+    # skip what the checkpointed steps consumed, so a resumed run equals an uninterrupted one.
+    deterministic = cfg.train.deterministic
+    dataset = input_lib.distributed_train_dataset(
+        strategy, data_dir, cfg, seed_offset=0 if deterministic else start_step)
     traces = []
 
     @tf.function(input_signature=[dataset.element_spec])
@@ -159,14 +168,17 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
                                      verbose=1 if interactive else 0)
     stop = _StopFlag()
     iterator = iter(dataset)
-    losses, t0, step = [], time.time(), start_step
+    for _ in range(start_step if deterministic else 0):
+        next(iterator)
+    losses, t0, step, padded_lengths = [], time.time(), start_step, set()
     window_t0, window_tokens, window_requests = time.time(), 0, 0
     while step < cfg.train.steps and not stop.stop:
         batch = next(iterator)
         loss = float(dist_step(batch))
         step = int(optimizer.iterations.numpy())
         losses.append(loss)
-        tokens, requests = _batch_size(strategy, batch)
+        tokens, requests, length = _batch_size(strategy, batch)
+        padded_lengths.add(length)
         window_tokens += tokens
         window_requests += requests
         progbar.update(step, [("loss", loss)])
@@ -193,27 +205,28 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         "start_step": start_step,
         "resumed_from": restored,
         "stopped_early": bool(stop.stop and step < cfg.train.steps),
-        "final_loss_avg_last_20": float(sum(losses[-20:]) / max(len(losses[-20:]), 1)),
+        "loss_avg_first_20": float(np.mean(losses[:20])) if losses else None,
+        "final_loss_avg_last_20": float(np.mean(losses[-20:])) if losses else None,
         "train_metrics": {m.name: float(m.result()) for m in model.metrics},
         "wall_seconds": round(time.time() - t0, 2),
         "steps_per_second": round(len(losses) / max(time.time() - t0, 1e-9), 3),
         "step_traces": len(traces),
+        "padded_history_lengths": sorted(padded_lengths),
         "num_replicas": strategy.num_replicas_in_sync,
         "latest_checkpoint": manager.latest_checkpoint,
     }
     if chief:
         fileio.write_text(fileio.join(model_dir, METRICS_FILE), json.dumps(metrics, indent=2))
-    elif not fileio.is_remote(work_dir):
+    elif not cfg.train.keep_worker_checkpoints and not fileio.is_remote(work_dir):
         shutil.rmtree(work_dir, ignore_errors=True)
     return metrics
 
 
-def _batch_size(strategy, batch) -> tuple[int, int]:
-    """(history tokens, requests) in a distributed batch, for throughput logging."""
-    inputs = batch[0]
-    parts = strategy.experimental_local_results(inputs["hist_item_id"])
+def _batch_size(strategy, batch) -> tuple[int, int, int]:
+    """(history tokens, requests, padded length) of a distributed batch, for logging."""
+    parts = strategy.experimental_local_results(batch[0]["hist_item_id"])
     return (sum(int(p.shape[0]) * int(p.shape[1]) for p in parts),
-            sum(int(p.shape[0]) for p in parts))
+            sum(int(p.shape[0]) for p in parts), max(int(p.shape[1]) for p in parts))
 
 
 def _current_lr(optimizer) -> float:

@@ -90,3 +90,15 @@ def test_encode_rejects_mismatched_lengths():
         assert "hist_ts has 2 values, hist_item_id has 3" in str(e)
     else:
         raise AssertionError("mismatched lengths were accepted")
+
+
+def test_records_written_for_other_tasks_fail_with_a_clear_message():
+    r = _request(np.random.default_rng(5), 0, 3, 2)
+    data = tf.constant([F.encode_request(**r)])
+    try:
+        F.parse_examples(data, ["click", "finish"])
+    except tf.errors.InvalidArgumentError as e:
+        assert "label_finish does not have one value per target" in e.message
+        assert "data.schema.tasks=['click', 'finish']" in e.message
+    else:
+        raise AssertionError("records without label_finish were accepted")

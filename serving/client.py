@@ -1,0 +1,159 @@
+"""`RankingClient`: ranks a user's candidates through TF Serving, encoding each user once.
+
+    rank(user, history, candidates)
+      cache on (serving.cache_bytes > 0):
+        key = user id + request_ts + digest of the history      (serving/requests.py)
+        hit  -> the cached encode_user outputs
+        miss -> encode_user (one call), stored in the LRU (bytes budget, TTL)
+        then score_candidates over chunks of serving.chunk_size candidates
+      cache off (serving.cache_bytes = 0):
+        serving_default with every candidate in one call
+
+Cold users are encoded synchronously before scoring (the simplest correct design: the
+first request pays encode_user + score_candidates, about what serving_default costs;
+every later chunk or re-rank of the same request only pays score_candidates).
+
+The key holds request_ts because the cache holds time-delta embeddings: a later request
+of the same user with the same history is a new entry. Callers who accept slightly stale
+time deltas (e.g. re-ranking within a session) may pass the session's first request_ts.
+
+Inputs are built by the training input builder (`pipeline.features`, IDs by
+`pipeline.idhash.stable_id`) and validated against the signatures the server reports
+before anything is sent. This module never imports the `model` package.
+
+Example:
+    client = RankingClient(GrpcTransport("localhost:8500", "stca"), cfg.serving)
+    result = client.rank({"user_id": "u42", "request_ts": 1_700_000_000_000},
+                         history=[("v1", "a7", 1, 1_699_999_990_000), ...],
+                         candidates=[("v9", "a7"), ("v3", "a2")])
+    result.scores["click"]   # float32 [2], in candidate order
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from pipeline import features
+from pipeline.config import Config, ServingConfig
+from serving import requests as req
+from serving import signatures as sigs
+from serving.cache import LRUCache
+from serving.requests import RequestError  # noqa: F401  (re-exported for callers)
+
+
+@dataclass
+class RankResult:
+    """scores: task -> float32 [m] in candidate order; cache_hit: None when the cache is off."""
+    scores: dict
+    cache_hit: bool | None
+
+
+class RankingClient:
+    """Builds, validates and sends ranking requests; caches encoded users.
+
+    Args:
+      transport: RestTransport | GrpcTransport | InProcessTransport (serving/transport.py).
+      serving_cfg: `pipeline.config.ServingConfig` (limits, chunk size, cache budget, TTL).
+      clock: seconds for the cache TTL (injectable for tests).
+    """
+
+    def __init__(self, transport, serving_cfg: ServingConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.cfg = serving_cfg or ServingConfig()
+        self.cfg.validate()
+        self.transport = transport
+        self.limits = req.Limits.from_config(self.cfg)
+        self.cache = LRUCache(self.cfg.cache_bytes, self.cfg.cache_ttl_s, clock)
+        self.calls: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: Config, transport, **kwargs) -> "RankingClient":
+        return cls(transport, cfg.serving, **kwargs)
+
+    # ------------------------------------------------------------ the contract
+    @property
+    def contract(self) -> dict:
+        """Signature names / dtypes / shapes as the server reports them."""
+        return self.transport.contract()
+
+    @property
+    def tasks(self) -> list[str]:
+        outputs = self.contract[sigs.SERVING_DEFAULT]["outputs"]
+        return [n[len(sigs.SCORE_PREFIX):] for n in sorted(outputs)
+                if n.startswith(sigs.SCORE_PREFIX)]
+
+    # ------------------------------------------------------------ calls
+    def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict:
+        """One validated call of a signature with dense inputs (numpy arrays).
+
+        Raises:
+          RequestError: unknown signature, missing / extra inputs, wrong dtypes or shapes,
+            lengths outside [0, padded width] or above the serving limits.
+          serving.transport.ServingError: the server failed the call.
+        """
+        if signature_name not in self.contract:
+            raise RequestError(f"unknown signature {signature_name!r}; the server has "
+                               f"{sorted(self.contract)}")
+        req.check_inputs(inputs, self.contract[signature_name]["inputs"], self.limits)
+        with self._lock:
+            self.calls[signature_name] += 1
+        return self.transport.predict(signature_name, inputs)
+
+    def rank(self, user: Mapping, history: Sequence, candidates: Sequence) -> RankResult:
+        """Scores one user's candidates (see the module docstring for the argument formats).
+
+        Returns:
+          RankResult with one float32 [len(candidates)] score vector per task.
+        """
+        request = req.normalize(user, history, candidates, self.limits)
+        m = len(request.tgt_item_id)
+        if m == 0:
+            return RankResult({t: np.zeros([0], np.float32) for t in self.tasks}, None)
+        if not self.cache.enabled:
+            out = self.predict(sigs.SERVING_DEFAULT, req.dense_inputs([request]))
+            return RankResult(self._scores([(out, m)]), None)
+        key = request.user_key()
+        cached = self.cache.get(key)
+        hit = cached is not None
+        if not hit:
+            user = req.dense_inputs([request.without_candidates()])
+            cached = self.predict(sigs.ENCODE_USER, {n: user[n] for n in features.USER_INPUTS})
+            self.cache.put(key, cached)
+        # A warm user's history is not rebuilt: only the candidates are.
+        inputs = req.dense_inputs([request.without_history()])
+        wanted = self.contract[sigs.SCORE_CANDIDATES]["inputs"]
+        user_side = {n: v for n, v in cached.items() if n in wanted}
+        parts = []
+        for start in range(0, m, self.cfg.chunk_size):
+            stop = min(start + self.cfg.chunk_size, m)
+            chunk = {n: inputs[n][:, start:stop] for n in features.TARGET_FEATURES}
+            chunk["tgt_len"] = np.array([stop - start], np.int32)
+            out = self.predict(sigs.SCORE_CANDIDATES, {**user_side, **chunk})
+            parts.append((out, stop - start))
+        return RankResult(self._scores(parts), hit)
+
+    def score_requests(self, batch: Sequence[tuple]) -> list[dict]:
+        """serving_default over several (user, history, candidates) requests in one call.
+
+        Returns:
+          One {task: float32 [m_i]} per request (offline scoring, parity checks).
+        """
+        requests = [req.normalize(u, h, c, self.limits) for u, h, c in batch]
+        out = self.predict(sigs.SERVING_DEFAULT, req.dense_inputs(requests))
+        return [{t: out[sigs.score_name(t)][i, :len(r.tgt_item_id)] for t in self.tasks}
+                for i, r in enumerate(requests)]
+
+    def _scores(self, parts: list[tuple]) -> dict:
+        # Each part is sliced to its own candidates: a batching server pads the candidate
+        # axis to the widest request of its batch.
+        return {t: np.concatenate([out[sigs.score_name(t)][0, :n] for out, n in parts])
+                .astype(np.float32) for t in self.tasks}
+
+    def close(self) -> None:
+        self.transport.close()

@@ -10,6 +10,24 @@ STCA per request, with f = ffn_mult (2 gives the paper's numbers):
     per target = N * 4 L d h (attention) + O(N^2 d^2) (queries, projections, output token)
                  + target embedding + head
 
+LONGER per request (arXiv 2505.04421), K = merge_k, k = recent_k, N = self_attn_layers,
+G = max(ceil(L / K), k) merged tokens, P0 = 1 + U global tokens (CLS + user tokens),
+P = P0 + k short-set tokens, and one attention layer's token cost
+a(S) = 4 d^2 + 4 S d + 6 f d^2 (W_Q, W_O; scores + context over S keys; SwiGLU FFN):
+
+    user       = 18 f L d^2 (event embedding)
+                 + 2 G K d^2 (merge projection W_M, K d -> d; 0 at K = 1)
+                 [+ G K (8 d^2 + 6 f d^2 + 4 K d) with InnerTrans]
+                 + 4 (P0 + G) d^2 + P a(P0 + G)             layer 1: K / V of [g; s], P queries
+                 + N 4 P d^2 + (N - 1) P a(P)               layers 2..N+1 (the last one only
+                                                            projects K / V for the cache)
+    per target = 4 d^2 (own K / V) * (N + 1) + a(P0 + G + 1) + N a(P + 1)
+                 + target embedding + head
+               ~ 4 (L / K) d + O(N (k d + d^2))
+
+Training runs the same layers jointly over [M candidates; P non-candidates] per request;
+its extra M x M candidate block (masked off) is not counted.
+
 Example:
     encoder_flops(ModelConfig(), L=1024, m=16)   # {'user': ..., 'per_target': ..., 'total': ...}
 """
@@ -59,6 +77,27 @@ def _stca(cfg: ModelConfig, L: int) -> tuple[int, int]:
     return user, per_target
 
 
+def _longer(cfg: ModelConfig, L: int) -> tuple[int, int]:
+    d, f, lc = cfg.d_model, cfg.ffn_mult, cfg.longer
+    K, k, n = lc.merge_k, lc.recent_k, lc.self_attn_layers
+    groups = max(-(-L // K), k)
+    p0 = 1 + (2 if cfg.use_user_id else 1)  # CLS + UserTokens.num_tokens
+    p = p0 + k
+
+    def layer(keys: int) -> int:  # one query token: W_Q, W_O, attention over keys, FFN
+        return 4 * d * d + 4 * keys * d + _swiglu(1, d, d, f * d)
+
+    user = 0
+    if K > 1:
+        user += 2 * groups * K * d * d
+        if lc.merge_mode == "innertrans":
+            user += groups * K * (8 * d * d + 4 * K * d) + _swiglu(groups * K, d, d, f * d)
+    user += 4 * (p0 + groups) * d * d + p * layer(p0 + groups)
+    user += n * 4 * p * d * d + (n - 1) * p * layer(p)
+    per_target = (n + 1) * 4 * d * d + layer(p0 + groups + 1) + n * layer(p + 1)
+    return user, per_target
+
+
 def _target_attention(cfg: ModelConfig, L: int) -> tuple[int, int]:
     d = cfg.d_model
     return 4 * L * d * d, 4 * L * d + 4 * d * d
@@ -80,7 +119,7 @@ def _mean(cfg: ModelConfig, L: int) -> tuple[int, int]:
     return 0, 0  # the masked mean is already counted with the user tokens
 
 
-_ENCODERS = {"stca": _stca, "target_attention": _target_attention, "din": _din,
+_ENCODERS = {"stca": _stca, "longer": _longer, "target_attention": _target_attention, "din": _din,
              "transformer": _transformer, "mean": _mean}
 
 

@@ -64,7 +64,7 @@ class RankingModel(tfrs.Model):
             cfg.time_buckets, cfg.time_log_base, cfg.ffn_mult, dtype=policy, name="embedding")
         self.user_tokens = UserTokens(cfg.d_model, cfg.user_buckets, cfg.use_user_id,
                                       dtype=policy, name="user_tokens")
-        self.encoder = build_encoder(cfg, policy)
+        self.encoder = build_encoder(cfg, policy, num_user_tokens=self.user_tokens.num_tokens)
         self.head = build_head(cfg, len(self.task_names),
                                num_tokens=self.user_tokens.num_tokens + 2, dtype=policy)
         self.ranking_tasks = [
@@ -88,15 +88,18 @@ class RankingModel(tfrs.Model):
         events, history_mask = self._embed_history(inputs)
         targets = self.embedding.embed_targets(inputs)
         user_tokens = self.user_tokens(inputs["user_id"], events, history_mask)
-        z = self.encoder(events, history_mask, targets, training=training)
+        z = self.encoder(events, history_mask, targets, user_tokens=user_tokens,
+                         training=training)
         return self._logits(z, user_tokens, targets, training)
 
     def encode_user(self, inputs, training=False) -> dict:
         """Every target-independent tensor of the request (keys of `user_cache_spec`)."""
         ensure_built(self)
         events, history_mask = self._embed_history(inputs)
-        cache = dict(self.encoder.encode_user(events, history_mask, training=training))
-        cache[USER_TOKENS] = self.user_tokens(inputs["user_id"], events, history_mask)
+        user_tokens = self.user_tokens(inputs["user_id"], events, history_mask)
+        cache = dict(self.encoder.encode_user(events, history_mask, user_tokens=user_tokens,
+                                              training=training))
+        cache[USER_TOKENS] = user_tokens
         cache[HIST_LEN] = tf.reduce_sum(tf.cast(history_mask, tf.int32), axis=-1)
         return cache
 
@@ -143,7 +146,8 @@ class RankingModel(tfrs.Model):
         events, history_mask = self._embed_history(copies)
         targets = self.embedding.embed_targets(copies)
         user_tokens = self.user_tokens(copies["user_id"], events, history_mask)
-        z = self.encoder(events, history_mask, targets, training=training)
+        z = self.encoder(events, history_mask, targets, user_tokens=user_tokens,
+                         training=training)
         logits = self._logits(z, user_tokens, targets, training)
         return tf.reshape(logits, [shape[0], shape[1], len(self.task_names)])
 

@@ -139,7 +139,7 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(
             ckpt, fileio.join(work_dir, CHECKPOINT_SUBDIR), max_to_keep=cfg.train.keep_checkpoints,
-            step_counter=optimizer.iterations, checkpoint_interval=cfg.train.checkpoint_every)
+            step_counter=optimizer.iterations)
         # Slots exist before the first step, so the step function is traced exactly once
         # (a first call that creates variables would be traced twice).
         optimizer.build(model.trainable_variables)
@@ -182,7 +182,8 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         window_tokens += tokens
         window_requests += requests
         progbar.update(step, [("loss", loss)])
-        manager.save(checkpoint_number=step)  # no-op unless checkpoint_every steps passed
+        if step % cfg.train.checkpoint_every == 0:
+            manager.save(checkpoint_number=step, check_interval=False)
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             elapsed = max(time.time() - window_t0, 1e-9)
             with writer.as_default(step=step):
@@ -230,8 +231,10 @@ def _batch_size(strategy, batch) -> tuple[int, int, int]:
 
 
 def _current_lr(optimizer) -> float:
+    import tensorflow as tf
     lr = optimizer.learning_rate
-    return float(lr(optimizer.iterations) if callable(lr) else lr)
+    # Under a strategy the rate is a distributed variable, which float() refuses.
+    return float(tf.convert_to_tensor(lr(optimizer.iterations) if callable(lr) else lr))
 
 
 def load_trained_model(cfg: config_lib.Config, model_dir: str):

@@ -4,8 +4,8 @@ An encoder turns the embedded history of one request and its m embedded targets 
 d-wide token z per target, split into a target-independent user side and a per-target
 side so serving can encode a user once and score many candidate batches:
 
-    cache = encoder.encode_user(events, history_mask, training)   # once per request
-    z = encoder.score(cache, targets, training)                    # per candidate batch
+    cache = encoder.encode_user(events, history_mask, user_tokens=u)   # once per request
+    z = encoder.score(cache, targets)                                  # per candidate batch
 
 `cache` is a dict of batch-major tensors (`cache_spec()` gives their specs with None for
 batch and length dims). Before `score`, the model adds "hist_len" ([B] int32, valid events
@@ -14,14 +14,15 @@ raw inputs): this is what lets encode_user and score_candidates be separate serv
 signatures, and lets a cache built from a history longer than any training history be
 scored (no absolute positions anywhere).
 
-`call(events, history_mask, targets, training)` computes the same z in one pass; it
+`call(events, history_mask, targets, user_tokens, training)` computes the same z in one pass; it
 defaults to `score(encode_user(...))` and encoders override it to order work for training
 (e.g. STCA interleaves its per-layer view and attention so recomputation can drop each
 layer's activations).
 
-A LONGER encoder fits the same shape: encode_user merges tokens and fills the KV cache of
-its self-attention layers over the history (its cache holds per-layer keys / values of the
-merged sequence); score runs the target queries through the cached layers.
+Every encoder also receives the model's target-independent user tokens ([B, U, d], keyword
+`user_tokens` of encode_user and call); LONGER uses them as global tokens, the others
+ignore them. LONGER's encode_user merges the history and caches the keys / values of every
+target-independent token at every layer; its score runs only the candidate's path.
 """
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ class SequenceEncoder(keras.layers.Layer):
             raise ValueError(f"d_model must be >= 1, got {d_model}")
         self.d_model = d_model
 
-    def encode_user(self, events, history_mask, training=None) -> dict:
-        """events [B, L, d], history_mask [B, L] bool -> dict of target-independent tensors."""
+    def encode_user(self, events, history_mask, user_tokens=None, training=None) -> dict:
+        """events [B, L, d], history_mask [B, L] bool (and the user tokens [B, U, d], which
+        encoders may ignore) -> dict of target-independent tensors."""
         raise NotImplementedError
 
     def score(self, cache: dict, targets, training=None) -> tf.Tensor:
@@ -61,8 +63,9 @@ class SequenceEncoder(keras.layers.Layer):
         """name -> tf.TensorSpec of every tensor encode_user returns."""
         raise NotImplementedError
 
-    def call(self, events, history_mask, targets, training=None):
-        cache = dict(self.encode_user(events, history_mask, training=training))
+    def call(self, events, history_mask, targets, user_tokens=None, training=None):
+        cache = dict(self.encode_user(events, history_mask, user_tokens=user_tokens,
+                                      training=training))
         cache[HIST_LEN] = tf.reduce_sum(tf.cast(history_mask, tf.int32), axis=-1)
         return self.score(cache, targets, training=training)
 

@@ -39,7 +39,7 @@ class DINEncoder(SequenceEncoder):
         self.attention.build((None, None, self.d_model))
         super().build(input_shape)
 
-    def encode_user(self, events, history_mask, training=None):
+    def encode_user(self, events, history_mask, user_tokens=None, training=None):
         events = tf.cast(events, self.compute_dtype)
         return {HISTORY_EVENTS: events, HISTORY_KEYS: self.attention.project_history(events)}
 

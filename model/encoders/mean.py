@@ -24,7 +24,7 @@ class MeanEncoder(SequenceEncoder):
         z = MeanEncoder(64)(events, history_mask, targets)
     """
 
-    def encode_user(self, events, history_mask, training=None):
+    def encode_user(self, events, history_mask, user_tokens=None, training=None):
         return {HISTORY_MEAN: masked_mean(tf.cast(events, self.compute_dtype), history_mask)}
 
     def score(self, cache, targets, training=None):

@@ -80,7 +80,7 @@ class STCAEncoder(SequenceEncoder):
             return self.attentions[i](self.views[i](events), queries, history_mask)
         return recompute(block) if self.recompute else block
 
-    def call(self, events, history_mask, targets, training=None):
+    def call(self, events, history_mask, targets, user_tokens=None, training=None):
         # View and attention are interleaved per layer so a layer's activations can be
         # dropped (recompute) before the next layer runs.
         events = tf.cast(events, self.compute_dtype)
@@ -90,7 +90,7 @@ class STCAEncoder(SequenceEncoder):
             outputs.append(self._layer_block(i, history_mask)(events, queries))
         return self.output_token(outputs + [targets])
 
-    def encode_user(self, events, history_mask, training=None):
+    def encode_user(self, events, history_mask, user_tokens=None, training=None):
         events = tf.cast(events, self.compute_dtype)
         return {HISTORY_VIEWS: tf.stack([view(events) for view in self.views], axis=1)}
 

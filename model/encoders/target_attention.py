@@ -37,7 +37,7 @@ class TargetAttentionEncoder(SequenceEncoder):
         self.attention.build((None, None, self.d_model))
         super().build(input_shape)
 
-    def encode_user(self, events, history_mask, training=None):
+    def encode_user(self, events, history_mask, user_tokens=None, training=None):
         keys, values = self.attention.project_history(tf.cast(events, self.compute_dtype))
         return {HISTORY_KEYS: keys, HISTORY_VALUES: values}
 

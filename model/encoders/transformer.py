@@ -54,7 +54,7 @@ class TransformerEncoder(SequenceEncoder):
         self.norm.build((None, self.d_model))  # applied to the [B*M, d] target position
         super().build(input_shape)
 
-    def encode_user(self, events, history_mask, training=None):
+    def encode_user(self, events, history_mask, user_tokens=None, training=None):
         return {HISTORY_EVENTS: tf.cast(events, self.compute_dtype)}
 
     def score(self, cache, targets, training=None):

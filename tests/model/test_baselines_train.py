@@ -8,7 +8,8 @@ from model import build_model
 from model_helpers import TASKS, author_task_batch, tiny_config
 
 
-@pytest.mark.parametrize("encoder", ["stca", "target_attention", "din", "transformer", "mean"])
+@pytest.mark.parametrize("encoder", [
+    "stca", "longer", "target_attention", "din", "transformer", "mean"])
 def test_loss_falls_on_small_synthetic_batches(encoder):
     net = build_model(tiny_config(encoder=encoder), TASKS, clip_norm=1.0)
     net.compile(optimizer=keras.optimizers.Adam(3e-3))

@@ -3,12 +3,13 @@ import pytest
 import tensorflow as tf
 
 import model  # noqa: F401
-from model.encoders import (HIST_LEN, DINEncoder, MeanEncoder, STCAEncoder,
+from model.encoders import (HIST_LEN, DINEncoder, LongerEncoder, MeanEncoder, STCAEncoder,
                             TargetAttentionEncoder, TransformerEncoder, build_encoder)
 from layer_checks import assert_config_round_trip
 from model_helpers import tiny_config
 
-ENCODERS = [lambda: STCAEncoder(8, 2, 2), lambda: TargetAttentionEncoder(8, 2),
+ENCODERS = [lambda: STCAEncoder(8, 2, 2), lambda: LongerEncoder(8, 2, merge_k=2, recent_k=2),
+            lambda: TargetAttentionEncoder(8, 2),
             lambda: DINEncoder(8, (6, 3)), lambda: TransformerEncoder(8, 2, 2),
             lambda: MeanEncoder(8)]
 
@@ -56,7 +57,8 @@ def test_stca_z_follows_the_query_fusion_equations():
 
 
 def test_build_encoder_maps_the_config():
-    expected = {"stca": STCAEncoder, "target_attention": TargetAttentionEncoder,
+    expected = {"stca": STCAEncoder, "longer": LongerEncoder,
+                "target_attention": TargetAttentionEncoder,
                 "din": DINEncoder, "transformer": TransformerEncoder, "mean": MeanEncoder}
     for name, cls in expected.items():
         assert type(build_encoder(tiny_config(encoder=name))) is cls

@@ -4,7 +4,7 @@ import model  # noqa: F401
 from model.flops import encoder_flops
 from pipeline.config import ModelConfig
 
-ENCODERS = ["stca", "target_attention", "din", "transformer", "mean"]
+ENCODERS = ["stca", "longer", "target_attention", "din", "transformer", "mean"]
 
 
 def test_stca_matches_the_paper_cost_formula():
@@ -38,5 +38,5 @@ def test_costs_scale_as_expected():
 
 
 def test_unknown_encoder_has_no_flop_model():
-    with pytest.raises(ValueError, match="longer"):
-        encoder_flops(ModelConfig(encoder="longer"), 10, 1)
+    with pytest.raises(ValueError, match="'nope'"):
+        encoder_flops(ModelConfig(encoder="nope"), 10, 1)

@@ -8,7 +8,7 @@ from model import build_model, precision
 from pipeline.config import ConfigError
 from model_helpers import TASKS, random_requests, tiny_config
 
-ENCODERS = ["stca", "target_attention", "din", "transformer", "mean"]
+ENCODERS = ["stca", "longer", "target_attention", "din", "transformer", "mean"]
 # bfloat16 keeps 8 significand bits (relative rounding 2^-9 per op); over the embedding,
 # encoder and head the logits (|logit| < 2 here) stay within this absolute tolerance.
 BF16_LOGIT_TOLERANCE = 0.05

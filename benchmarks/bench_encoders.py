@@ -168,6 +168,13 @@ def transformer_attention_bytes(sequences: int, length: int, heads: int, layers:
     return sequences * heads * (length + 1) ** 2 * 4 * (2 * layers + 2)
 
 
+def fitting_sequences(full: int, length: int, heads: int, layers: int,
+                      limit: float) -> list[int]:
+    """Powers of two below `full` (and dividing it) whose transformer attention fits `limit`."""
+    return [s for s in (2**i for i in range(12)) if s < full and full % s == 0
+            and transformer_attention_bytes(s, length, heads, layers) <= limit]
+
+
 def plan_jobs(args) -> list[dict]:
     from pipeline.config import ModelConfig
     cfg = ModelConfig()
@@ -185,9 +192,7 @@ def plan_jobs(args) -> list[dict]:
                 estimate = transformer_attention_bytes(full, length, cfg.num_heads, cfg.num_layers)
                 job["attention_estimate_bytes"] = estimate
                 if estimate > limit:
-                    fits = [s for s in (2**i for i in range(12)) if s < full and full % s == 0
-                            and transformer_attention_bytes(s, length, cfg.num_heads,
-                                                            cfg.num_layers) <= limit]
+                    fits = fitting_sequences(full, length, cfg.num_heads, cfg.num_layers, limit)
                     if not fits:
                         one = transformer_attention_bytes(1, length, cfg.num_heads,
                                                           cfg.num_layers)
@@ -208,11 +213,12 @@ def plan_jobs(args) -> list[dict]:
     return jobs
 
 
-def run_job(job: dict, timeout: float) -> dict:
+def run_job(job: dict, timeout: float, script: str = __file__) -> dict:
+    """Runs `script --worker JOB_JSON` in a fresh process; its last stdout line is the result."""
     env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true", TF_CPP_MIN_LOG_LEVEL="2",
                TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(REPO))
     try:
-        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
+        out = subprocess.run([sys.executable, script, "--worker", json.dumps(job)],
                              env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f} s"}

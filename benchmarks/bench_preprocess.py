@@ -114,6 +114,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--events", type=int, help="override the number of events")
     parser.add_argument("--no-multi-process", action="store_true")
     parser.add_argument("--workdir", default="runs/bench_preprocess")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "bench_preprocess.json"))
+    parser.add_argument("--bytes-cases", default=",".join(map(str, range(len(BYTES_CASES)))),
+                        help="comma-separated indices into BYTES_CASES (default: all)")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     events = args.events or (200_000 if args.quick else 1_000_000)
@@ -129,7 +132,8 @@ def main(argv=None) -> dict:
         "data": {"max_history": config_lib.DataConfig().max_history,
                  "events_median": EVENTS_MEDIAN, "events_sigma": EVENTS_SIGMA},
         "throughput": throughput(args.workdir, events, modes),
-        "bytes_per_target": [bytes_per_target(args.workdir, *case) for case in BYTES_CASES],
+        "bytes_per_target": [bytes_per_target(args.workdir, *BYTES_CASES[int(i)])
+                             for i in args.bytes_cases.split(",")],
     }
     t = report["throughput"]
     print(f"\nDirectRunner throughput on {t['events']:,} events, {t['requests']:,} requests")
@@ -148,8 +152,8 @@ def main(argv=None) -> dict:
                     f"(mean {b['mean_targets']})"
             print(f"{label:<20}{b['history_mean']:>10.0f}  {c:<13}{b[c]['request']:>10.1f}"
                   f"{b[c]['pointwise']:>12.1f}{b[c]['ratio']:>8.2f}")
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "bench_preprocess.json")
+    path = args.out
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     print(f"\nwrote {path}")

@@ -122,7 +122,10 @@ def _run(args: argparse.Namespace, extra: list[str]) -> object:
         return synth.run(cfg, args.out)
     if cmd == "preprocess":
         from beam_jobs import preprocess
-        return preprocess.run(cfg, args.input, args.out, beam_args=extra)
+        # `stca preprocess ... -- --runner=X` keeps the "--", and Beam's option parser
+        # treats everything after it as positional: the runner would silently be ignored.
+        return preprocess.run(cfg, args.input, args.out,
+                              beam_args=[a for a in extra if a != "--"])
     if cmd == "train":
         from pipeline import train
         return train.run(cfg, args.data, args.model_dir)

@@ -264,6 +264,9 @@ class TrainConfig:
     # Non-chief workers keep their final checkpoint in MODEL_DIR/.worker-<i> (consistency
     # checks); by default they are deleted, only the chief's checkpoints are the run's.
     keep_worker_checkpoints: bool = False
+    # XLA-compile the training step (tf.function(jit_compile=True)). Opt-in: one compile per
+    # padded history length (bucket), several seconds each; docs/performance.md has numbers.
+    jit_compile: bool = False
 
     def validate(self, p: str = "train") -> None:
         self.length.validate(f"{p}.length")
@@ -289,6 +292,11 @@ class TrainConfig:
         _choice(f"{p}.strategy", self.strategy, ("default", "mirrored", "multi_worker"))
         for name in ("checkpoint_every", "keep_checkpoints", "log_every"):
             _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
+        # XLA on CPU has no kernels for the collectives MultiWorkerMirroredStrategy puts in
+        # the step (CollectiveGatherV2): it fails at the first step, so refuse it here.
+        _check(not (self.jit_compile and self.strategy == "multi_worker"), f"{p}.jit_compile",
+               self.jit_compile, "false when train.strategy is 'multi_worker' (XLA has no "
+               "kernels for its collective ops)")
 
 
 @dataclass
@@ -381,6 +389,8 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):  # "a,b,c" from the command line
             value = [v for v in value.split(",") if v != ""]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `--lengths 256` / `eval.lengths=256`: a one-element list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         return [_coerce(f"{path}[{i}]", v, item_tp) for i, v in enumerate(value)]

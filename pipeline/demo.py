@@ -1,4 +1,4 @@
-"""`stca demo`: synth -> preprocess -> train -> evaluate -> export -> verify, then a summary.
+"""`stca demo`: synth -> preprocess -> train -> evaluate -> export -> verify -> score, then a summary.
 
 Runs every stage in this process on built-in synthetic data (configs/demo.yaml when no
 --config is given), so a fresh clone shows the whole path with one command: `make demo`.
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pipeline  # noqa: F401
@@ -28,9 +30,21 @@ def _stage(name: str, timings: dict):
     return _Timer()
 
 
+def _verify_in_subprocess(export_path: str, data_dir: str) -> str:
+    """verify-export is a release gate: it runs in its own process, as in CI/CD."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "verify-export",
+                           "--export-dir", export_path, "--data", data_dir],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"verify-export failed:\n{proc.stderr[-4000:]}")
+    return "passed"
+
+
 def run(cfg: config_lib.Config, workdir: str) -> dict:
+    import serving
     from beam_jobs import preprocess
     from pipeline import evaluate, synth, train
+    from serving import export
 
     raw, data = fileio.join(workdir, "raw"), fileio.join(workdir, "data")
     model_dir = fileio.join(workdir, "model")
@@ -43,6 +57,12 @@ def run(cfg: config_lib.Config, workdir: str) -> dict:
         train_metrics = train.run(cfg, data, model_dir)
     with _stage("evaluate", timings):
         eval_summary = evaluate.run(cfg, data, model_dir)
+    with _stage("export", timings):
+        exported = export.run(cfg, model_dir, fileio.join(workdir, "export"))
+    with _stage("verify-export", timings):
+        verified = _verify_in_subprocess(exported["path"], data)
+    with _stage("score a sample request both ways", timings):
+        sample = serving.demo_score(exported["path"], data)
     summary = {
         "workdir": workdir,
         "events": synth_summary["events"],
@@ -52,6 +72,12 @@ def run(cfg: config_lib.Config, workdir: str) -> dict:
         "train_steps": train_metrics["steps"],
         "train_loss_last_20": round(train_metrics["final_loss_avg_last_20"], 4),
         "auc_by_inference_length": eval_summary["auc"],
+        "export": exported["path"],
+        "verify_export": verified,
+        "sample_request": {
+            "history_length": sample["history_length"], "candidates": sample["candidates"],
+            "max_abs_diff_serving_default_vs_cached": sample["max_abs_diff"],
+            "second_call_cache_hit": sample["second_call_cache_hit"], "ms": sample["ms"]},
         "seconds": timings,
     }
     fileio.write_text(fileio.join(workdir, "demo_summary.json"), json.dumps(summary, indent=2))

@@ -155,7 +155,7 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         strategy, data_dir, cfg, seed_offset=0 if deterministic else start_step)
     traces = []
 
-    @tf.function(input_signature=[dataset.element_spec])
+    @tf.function(input_signature=[dataset.element_spec], jit_compile=cfg.train.jit_compile)
     def dist_step(batch):
         traces.append(1)  # Python side effect: runs once per trace, never per step
         out = strategy.run(model.train_step, args=(batch,))
@@ -170,15 +170,16 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     iterator = iter(dataset)
     for _ in range(start_step if deterministic else 0):
         next(iterator)
-    losses, t0, step, padded_lengths = [], time.time(), start_step, set()
+    losses, t0, step, padded_lengths, targets_seen = [], time.time(), start_step, set(), 0
     window_t0, window_tokens, window_requests = time.time(), 0, 0
     while step < cfg.train.steps and not stop.stop:
         batch = next(iterator)
         loss = float(dist_step(batch))
         step = int(optimizer.iterations.numpy())
         losses.append(loss)
-        tokens, requests, length = _batch_size(strategy, batch)
+        tokens, requests, length, targets = _batch_size(strategy, batch)
         padded_lengths.add(length)
+        targets_seen += targets
         window_tokens += tokens
         window_requests += requests
         progbar.update(step, [("loss", loss)])
@@ -212,6 +213,7 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         "wall_seconds": round(time.time() - t0, 2),
         "steps_per_second": round(len(losses) / max(time.time() - t0, 1e-9), 3),
         "step_traces": len(traces),
+        "targets_seen": targets_seen,  # valid (request, target) pairs trained on in this run
         "padded_history_lengths": sorted(padded_lengths),
         "num_replicas": strategy.num_replicas_in_sync,
         "latest_checkpoint": manager.latest_checkpoint,
@@ -223,11 +225,13 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     return metrics
 
 
-def _batch_size(strategy, batch) -> tuple[int, int, int]:
-    """(history tokens, requests, padded length) of a distributed batch, for logging."""
+def _batch_size(strategy, batch) -> tuple[int, int, int, int]:
+    """(history tokens, requests, padded length, targets) of a distributed batch, for logs."""
     parts = strategy.experimental_local_results(batch[0]["hist_item_id"])
+    targets = strategy.experimental_local_results(batch[0]["tgt_len"])
     return (sum(int(p.shape[0]) * int(p.shape[1]) for p in parts),
-            sum(int(p.shape[0]) for p in parts), max(int(p.shape[1]) for p in parts))
+            sum(int(p.shape[0]) for p in parts), max(int(p.shape[1]) for p in parts),
+            sum(int(t.numpy().sum()) for t in targets))
 
 
 def _current_lr(optimizer) -> float:

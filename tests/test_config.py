@@ -27,6 +27,13 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.model.recompute is True and cfg.train.learning_rate == pytest.approx(1e-3)
 
 
+def test_a_single_value_is_a_one_element_list():
+    assert C.load_config(None, ["eval.lengths=256"]).eval.lengths == [256]
+    assert C.load_config(None, ["data.schema.tasks=like"]).data.schema.tasks == ["like"]
+    with pytest.raises(C.ConfigError, match=r"eval.lengths: expected a list, got True"):
+        C.load_config(None, ["eval.lengths=true"])
+
+
 def test_paper_scale_reachable_from_config():
     cfg = C.load_config(None, ["model.d_model=1024", "model.num_heads=16", "model.num_layers=4"])
     assert (cfg.model.d_model, cfg.model.num_heads, cfg.model.num_layers) == (1024, 16, 4)
@@ -47,6 +54,7 @@ def test_paper_scale_reachable_from_config():
     ("export.cache_dtype=float16", "export.cache_dtype: 'float16' is not allowed; allowed "
                                    "values: 'float32', 'bfloat16'"),
     ("nokey", "expected key=value"),
+    ("train.jit_compile=maybe", "train.jit_compile: expected true or false, got 'maybe'"),
 ])
 def test_errors_name_field_and_allowed_values(override, message):
     with pytest.raises(C.ConfigError) as err:
@@ -69,3 +77,23 @@ def test_cli_rejects_bad_config_before_work(tmp_path):
     assert proc.returncode == 2
     assert "synth.events_max: 1 is invalid; it must be >= synth.events_min (5)" in proc.stderr
     assert not out.exists()
+
+
+def test_jit_compile_is_opt_in_and_refused_with_multi_worker():
+    assert C.load_config().train.jit_compile is False
+    assert C.load_config(None, ["train.jit_compile=true"]).train.jit_compile is True
+    with pytest.raises(C.ConfigError) as err:
+        C.load_config(None, ["train.jit_compile=true", "train.strategy=multi_worker"])
+    assert "train.jit_compile: True is invalid; it must be false when train.strategy is " \
+           "'multi_worker'" in str(err.value)
+
+
+def test_preprocess_passes_beam_flags_after_a_double_dash(monkeypatch):
+    from beam_jobs import preprocess
+    from pipeline import cli
+    seen = {}
+    monkeypatch.setattr(preprocess, "run", lambda cfg, inp, out, beam_args: seen.update(
+        beam_args=beam_args))
+    assert cli.main(["preprocess", "--input", "x", "--out", "y", "--",
+                     "--runner=DataflowRunner", "--project", "p"]) == 0
+    assert seen["beam_args"] == ["--runner=DataflowRunner", "--project", "p"]

@@ -215,3 +215,18 @@ def test_multi_worker_without_tf_config_is_a_config_error(tmp_path, data_dir):
     proc = stca("train", "--data", data_dir, "--model-dir", str(tmp_path / "m"),
                 "--set", "train.strategy=multi_worker", TF_CONFIG="")
     assert proc.returncode == 2 and "needs the TF_CONFIG environment variable" in proc.stderr
+
+
+def test_jit_compiled_training_matches_plain_training(data_dir, tmp_path):
+    """train.jit_compile=true through the tf.distribute loop (with recomputation)."""
+    from pipeline import train
+    runs = {}
+    for jit in ("false", "true"):
+        cfg = config_lib.load_config(None, MULTI + ["model.recompute=true",
+                                                    f"train.jit_compile={jit}"])
+        runs[jit] = train.run(cfg, data_dir, str(tmp_path / jit))
+    assert runs["true"]["steps"] == 6 and runs["true"]["step_traces"] == 1
+    assert abs(runs["true"]["final_loss_avg_last_20"]
+               - runs["false"]["final_loss_avg_last_20"]) <= 1e-5
+    assert_weights_close(checkpoint_weights(str(tmp_path / "true" / "checkpoints")),
+                         checkpoint_weights(str(tmp_path / "false" / "checkpoints")), atol=1e-4)

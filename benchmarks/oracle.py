@@ -61,6 +61,31 @@ def oracle_report(data_dir: str, lengths, tasks, split: str = "eval") -> list[di
     return rows
 
 
+def training_batches_report(data_dir: str, cfg, batches: int = 40) -> dict:
+    """The same reference on what the model trains on: the first BATCHES batches of
+    `input.train_dataset` (sampled lengths, most recent events kept, target splitting).
+    Tells an input-pipeline problem from a model problem."""
+    import tensorflow as tf
+    users, labels, scores = [], {t: [] for t in cfg.tasks}, []
+    for inputs, batch_labels in input_lib.train_dataset(data_dir, cfg, epochs=1).take(batches):
+        x = {k: v.numpy() for k, v in inputs.items()}
+        for b in range(len(x["hist_len"])):
+            n = x["hist_len"][b]
+            positive = x["hist_author_id"][b, :n][x["hist_action"][b, :n] > 0]
+            m = x["tgt_len"][b]
+            scores.append((positive[None, :] == x["tgt_author_id"][b, :m, None]).sum(axis=1))
+            users.append(np.full(m, x["user_id"][b]))
+            for t in cfg.tasks:
+                labels[t].append(batch_labels[t].numpy()[b, :m])
+    del tf
+    s = np.concatenate(scores).astype(np.float32)
+    report = metrics_lib.ranking_report(
+        cfg.tasks, np.concatenate(users),
+        {t: np.concatenate(v).astype(np.float32) for t, v in labels.items()},
+        {t: s for t in cfg.tasks})
+    return {"batches": batches, "targets": int(len(s)), **report}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True)

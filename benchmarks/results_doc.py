@@ -194,7 +194,7 @@ def _part_diag(name, ds, s, tasks, doc_dir) -> list[str]:
         fixed = runs["stca_fixed_long"]["overrides"]
         changes = ", ".join(f"`{d}`: `{' '.join(o for o in runs[d]['overrides'] if o not in fixed)}`"
                             for d in diags)
-        out += [f"Same settings as stca_fixed_{fixed_len}, one change each ({changes}).", "",
+        out += [f"Same settings as stca_fixed_{fixed_len} except ({changes}).", "",
                 "| model | L | " + " | ".join(f"{t} AUC | {t} GAUC" for t in tasks) +
                 " | final train loss |", "|---|---:|" + "---:|" * (2 * len(tasks) + 1)]
         for m in ["stca_fixed_long"] + diags:
@@ -202,6 +202,13 @@ def _part_diag(name, ds, s, tasks, doc_dir) -> list[str]:
                 out.append(f"| {m} | {row['length']} | " + " | ".join(
                     f"{_fmt(row[t]['auc'])} | {_fmt(row[t]['gauc'])}" for t in tasks) +
                     f" | {runs[m]['train']['final_loss_avg_last_20']:.4f} |")
+        tb = ds.get("oracle_train_batches")
+        if tb:
+            out += ["", f"The model-free reference on the first {tb['batches']} training "
+                    f"batches of stca_fixed_{fixed_len} ({tb['targets']:,} targets, after "
+                    "length sampling and target splitting): " + ", ".join(
+                        f"{t} AUC {_fmt(tb[t]['auc'])} / GAUC {_fmt(tb[t]['gauc'])}"
+                        for t in tasks) + "."]
     else:
         out.append("None on this data set.")
     return out + [""]
@@ -264,6 +271,10 @@ def write(results: dict, doc_dir: str) -> str:
              "Seeds: synth.seed = 0, train.seed = 0 for every run (the config defaults). "
              f"Single runs, no repeats: on these eval sets differences below ~{NOISE} AUC are "
              "within noise.", ""]
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results_findings.md")
+    if os.path.exists(findings):  # the hand-written reading of the tables below
+        with open(findings) as f:
+            lines += [f.read().strip(), ""]
     for name in ("synth", "movielens"):
         if name in results["datasets"]:
             lines += section(name, results["datasets"][name], doc_dir)

@@ -31,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOVIELENS = os.path.join(os.path.dirname(REPO), "shared", "data", "movielens_100k", "u.data")
 COMMANDS: list[str] = []
 NO_RUN = False  # --collect: only gather the runs that exist, run nothing
+SKIP: set[str] = set()  # --skip: runs left out of this invocation
 
 
 class NotRun(Exception):
@@ -123,6 +124,8 @@ def prepare_data(dataset: str, root: str, s: dict) -> dict:
 def train_eval(root: str, name: str, data: str, overrides: list[str], lengths: list[int],
                eval_data: str | None = None) -> dict:
     model_dir = os.path.join(root, name)
+    if name in SKIP and not os.path.exists(os.path.join(model_dir, "eval", "eval_report.json")):
+        return None
     try:
         return _train_eval(model_dir, data, overrides, lengths, eval_data)
     except NotRun:
@@ -157,11 +160,17 @@ def run_dataset(dataset: str, out: str, quick: bool) -> dict:
                                          [s["mean_len"], 5 * s["mean_len"], s["fixed_len"]])
     # Diagnosis (synthetic data): the fixed-length run with one change each: no item-ID
     # embedding (one bucket; synthetic items are nearly unique), a 5x learning rate.
-    diagnoses = {"diag_no_item_id": "model.item_buckets=1",
-                 "diag_lr_0.01": "train.learning_rate=0.01"} if dataset == "synth" else {}
-    for name, change in diagnoses.items():
-        runs[name] = train_eval(root, name, data["request"], base + fixed_long + budget + [change],
-                                [s["mean_len"], 5 * s["mean_len"], s["fixed_len"]])
+    # diag_short_64: short fixed windows (64 events, a 4096-token budget) instead of 2048.
+    ext_lengths = [s["mean_len"], 5 * s["mean_len"], s["fixed_len"]]
+    diagnoses = {
+        "diag_no_item_id": (["model.item_buckets=1"], ext_lengths),
+        "diag_lr_0.01": (["train.learning_rate=0.01"], ext_lengths),
+        "diag_short_64": (["train.length.l_max=64", "train.length.l_min=8",
+                           "train.token_budget=4096"], [64, s["mean_len"], s["fixed_len"]]),
+    } if dataset == "synth" else {}
+    for name, (change, eval_lengths) in diagnoses.items():
+        runs[name] = train_eval(root, name, data["request"], base + fixed_long + budget + change,
+                                eval_lengths)
     # c: encoders at the same fixed L, token budget and steps.
     L = s["compare_len"]
     same = [f"train.length.mode=fixed", f"train.length.l_min=8", f"train.length.l_max={L}",
@@ -187,6 +196,10 @@ def run_dataset(dataset: str, out: str, quick: bool) -> dict:
     if dataset == "synth":  # MovieLens has no authors: the reference would be meaningless
         import oracle
         out["oracle"] = oracle.oracle_report(data["request"], s["lengths"], s["tasks"])
+        if "stca_fixed_long" in runs:  # the reference on the batches that run trained on
+            from pipeline import config as config_lib
+            cfg = config_lib.load_config(os.path.join(root, "stca_fixed_long", "config.yaml"))
+            out["oracle_train_batches"] = oracle.training_batches_report(data["request"], cfg)
     return out
 
 
@@ -204,23 +217,31 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "results"))
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: gather the finished runs (docs mark the missing)")
+    parser.add_argument("--skip", default="", help="comma-separated run names to leave out")
     parser.add_argument("--write-docs", action="store_true",
                         help="render docs/results.md and its plots from OUT/results.json")
     args = parser.parse_args(argv)
     global NO_RUN
     NO_RUN = args.collect
+    SKIP.update(filter(None, args.skip.split(",")))
     results = {"machine": machine(), "quick": args.quick, "datasets": {}}
     results_path = os.path.join(args.out, "results.json")
     if os.path.exists(results_path):
-        results["datasets"] = load(results_path).get("datasets", {})
+        earlier = load(results_path)
+        results["datasets"] = earlier.get("datasets", {})
+        if args.collect:  # the machine and date of the runs, not of this collection
+            results["machine"] = earlier.get("machine", results["machine"])
     datasets = [args.only] if args.only else ["synth", "movielens"]
     for dataset in datasets:
         if dataset == "movielens" and not os.path.exists(MOVIELENS):
             print(f"skipping MovieLens: {MOVIELENS} not found (not redistributable)")
             continue
-        t0 = time.time()
+        t0, earlier = time.time(), results["datasets"].get(dataset, {})
         results["datasets"][dataset] = run_dataset(dataset, args.out, args.quick)
-        results["datasets"][dataset]["seconds"] = round(time.time() - t0, 1)
+        # --collect runs nothing: the wall time is that of the run that trained the models
+        results["datasets"][dataset]["seconds"] = (
+            earlier.get("seconds") if args.collect and earlier.get("seconds")
+            else round(time.time() - t0, 1))
         results["datasets"][dataset]["commands"] = list(COMMANDS)
         COMMANDS.clear()
         os.makedirs(args.out, exist_ok=True)

@@ -16,11 +16,11 @@ ENCODER_ORDER = ("stca", "longer", "target_attention", "din", "transformer", "me
 TITLES = {"synth": "Synthetic logs (planted long-range signal)", "movielens": "MovieLens 100K"}
 
 
-def _row(run: dict, length: int) -> dict | None:
+def _row(run: dict, length: int) -> dict:
     for r in run["eval"]["rows"]:
         if r["length"] == length:
             return r
-    return None
+    raise KeyError(f"L={length}")
 
 
 def _auc(run: dict, length: int, task: str) -> float:
@@ -103,8 +103,8 @@ def section(name: str, ds: dict, doc_dir: str) -> list[str]:
     s, st = ds["settings"], ds["data_stats"]["splits"]
     out = [f"## {TITLES[name]}", "",
            f"Data: {st['train']['requests']:,} train / {st['eval']['requests']:,} eval requests, "
-           f"{ds['targets_per_request']:.1f} targets per train request"
-           + (f"; all runs took {ds['seconds'] / 60:.0f} min." if "seconds" in ds else "."), ""]
+           f"{ds['targets_per_request']:.1f} targets per train request; training wall time "
+           f"of all runs: {sum(_train_s(r) for r in ds['runs'].values()) / 60:.0f} min.", ""]
     for title, part in (("a. AUC against inference length", _part_a),
                         ("b. Length extrapolation", _part_b),
                         ("Diagnosis runs", _part_diag),
@@ -266,7 +266,8 @@ def write(results: dict, doc_dir: str) -> str:
              "through the real `stca` CLI (synth -> preprocess -> train -> evaluate):", "",
              "    .venv/bin/python benchmarks/run_results.py --write-docs", "",
              f"Machine: {m['platform']}, {m['cpu_count']} CPUs (shared), Python "
-             f"{m['python']}, no GPU; run started {m['date']}"
+             f"{m['python']}, no GPU; last run_results invocation {m['date']}; every run "
+             "shared the 2 cores with other jobs (load average 4-9)"
              + (" (**--quick sizes**)" if results.get("quick") else "") + ".",
              "Seeds: synth.seed = 0, train.seed = 0 for every run (the config defaults). "
              f"Single runs, no repeats: on these eval sets differences below ~{NOISE} AUC are "

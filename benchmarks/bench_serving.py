@@ -33,11 +33,9 @@ Writes benchmarks/results/bench_serving.json and bench_serving.png.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -48,6 +46,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 import pipeline  # noqa: E402,F401
+from bench_encoders import machine_info  # noqa: E402  (one machine description for all)
 
 RESULTS = REPO / "benchmarks" / "results"
 FULL = ((1024, 4096, 10240), (64, 256, 1024))
@@ -183,20 +182,6 @@ def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
         "sd_chunks / encode+score": p50("sd_chunks") / p50("encode+score"),
     }
     return row
-
-
-def machine_info() -> dict:
-    import tensorflow as tf
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "load_average_at_start": list(os.getloadavg())}
 
 
 def table(rows: list[dict]) -> str:

@@ -5,11 +5,11 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from model.layers.common import check_positive
+from model.heads.base import TaskHead
 
 
 @keras.utils.register_keras_serializable(package="stca")
-class DCNHead(keras.layers.Layer):
+class DCNHead(TaskHead):
     """x0 = concat(tokens); x_{i+1} = x0 * (x_i W_i + b_i) + x_i; logits = MLP(x_N).
 
     Args:
@@ -21,18 +21,6 @@ class DCNHead(keras.layers.Layer):
     Example:
         logits = DCNHead(3, num_tokens=4, token_dim=64)(tokens)
     """
-
-    def __init__(self, num_tasks: int, num_tokens: int, token_dim: int, width: int = 128,
-                 num_layers: int = 2, dropout: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        check_positive(num_tasks=num_tasks, num_tokens=num_tokens, token_dim=token_dim,
-                       width=width, num_layers=num_layers)
-        self.num_tasks = num_tasks
-        self.num_tokens = num_tokens
-        self.token_dim = token_dim
-        self.width = width
-        self.num_layers = num_layers
-        self.dropout = dropout
 
     def build(self, input_shape=None):
         flat = (None, None, self.num_tokens * self.token_dim)
@@ -46,21 +34,11 @@ class DCNHead(keras.layers.Layer):
         self.deep = keras.layers.Dense(self.width, activation="relu", dtype=self.dtype_policy,
                                        name="deep")
         self.deep.build(flat)
-        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
-        self.logits = keras.layers.Dense(self.num_tasks, dtype="float32", name="logits")
-        self.logits.build((None, None, self.width))
+        self.build_logits(self.width)
         super().build(input_shape)
 
     def call(self, tokens, training=None):
-        shape = tf.shape(tokens)
-        x0 = tf.reshape(tf.cast(tokens, self.compute_dtype),
-                        [shape[0], shape[1], self.num_tokens * self.token_dim])
-        x = x0
+        x0 = x = self.flat_tokens(tokens)
         for cross in self.crosses:
             x = cross(x0, x)
         return self.logits(self.drop(self.deep(x), training=training))
-
-    def get_config(self):
-        return {**super().get_config(), "num_tasks": self.num_tasks,
-                "num_tokens": self.num_tokens, "token_dim": self.token_dim,
-                "width": self.width, "num_layers": self.num_layers, "dropout": self.dropout}

@@ -4,12 +4,13 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from model.heads.base import TaskHead
 from model.layers.common import check_positive, per_token_initializer
 from model.layers.rankmixer import RankMixerBlock
 
 
 @keras.utils.register_keras_serializable(package="stca")
-class RankMixerHead(keras.layers.Layer):
+class RankMixerHead(TaskHead):
     """Per-token projection to width D, `num_layers` RankMixer blocks, token mean, logits.
 
     D is `width` rounded up to a multiple of the token count (token mixing splits every
@@ -28,16 +29,9 @@ class RankMixerHead(keras.layers.Layer):
 
     def __init__(self, num_tasks: int, num_tokens: int, token_dim: int, width: int = 128,
                  num_layers: int = 2, ffn_mult: int = 2, dropout: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        check_positive(num_tasks=num_tasks, num_tokens=num_tokens, token_dim=token_dim,
-                       width=width, num_layers=num_layers, ffn_mult=ffn_mult)
-        self.num_tasks = num_tasks
-        self.num_tokens = num_tokens
-        self.token_dim = token_dim
-        self.width = width
-        self.num_layers = num_layers
+        super().__init__(num_tasks, num_tokens, token_dim, width, num_layers, dropout, **kwargs)
+        check_positive(ffn_mult=ffn_mult)
         self.ffn_mult = ffn_mult
-        self.dropout = dropout
         self.hidden_width = -(-width // num_tokens) * num_tokens
 
     def build(self, input_shape=None):
@@ -49,9 +43,7 @@ class RankMixerHead(keras.layers.Layer):
                                       name=f"block_{i}") for i in range(self.num_layers)]
         for block in self.blocks:
             block.build((None, None, t, w))
-        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
-        self.logits = keras.layers.Dense(self.num_tasks, dtype="float32", name="logits")
-        self.logits.build((None, None, w))
+        self.build_logits(w)
         super().build(input_shape)
 
     def call(self, tokens, training=None):
@@ -61,7 +53,4 @@ class RankMixerHead(keras.layers.Layer):
         return self.logits(self.drop(tf.reduce_mean(x, axis=-2), training=training))
 
     def get_config(self):
-        return {**super().get_config(), "num_tasks": self.num_tasks,
-                "num_tokens": self.num_tokens, "token_dim": self.token_dim,
-                "width": self.width, "num_layers": self.num_layers,
-                "ffn_mult": self.ffn_mult, "dropout": self.dropout}
+        return {**super().get_config(), "ffn_mult": self.ffn_mult}

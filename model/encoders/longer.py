@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.encoders.base import HIST_LEN, SequenceEncoder
-from model.layers.common import check_positive
+from model.layers.common import check_heads_divide, check_positive
 from model.layers.longer_attention import LongerAttention
 from model.layers.masking import length_mask
 from model.layers.token_merge import TokenMerge
@@ -108,8 +108,7 @@ class LongerEncoder(SequenceEncoder):
         super().__init__(d_model, **kwargs)
         check_positive(num_heads=num_heads, merge_k=merge_k, self_attn_layers=self_attn_layers,
                        ffn_mult=ffn_mult)
-        if d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        check_heads_divide(d_model, num_heads)
         if recent_k < 0 or num_user_tokens < 0:
             raise ValueError(f"recent_k and num_user_tokens must be >= 0, got {recent_k}, "
                              f"{num_user_tokens}")

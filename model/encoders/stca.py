@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.encoders.base import SequenceEncoder
-from model.layers.common import check_positive
+from model.layers.common import check_heads_divide, check_positive
 from model.layers.history_view import HistoryView
 from model.layers.stca_attention import STCAAttention
 from model.layers.token_fusion import TokenFusion
@@ -48,8 +48,7 @@ class STCAEncoder(SequenceEncoder):
                  ffn_mult: int = 2, recompute: bool = False, **kwargs):
         super().__init__(d_model, **kwargs)
         check_positive(num_heads=num_heads, num_layers=num_layers, ffn_mult=ffn_mult)
-        if d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        check_heads_divide(d_model, num_heads)
         self.num_heads = num_heads
         self.num_layers = num_layers
         self.ffn_mult = ffn_mult

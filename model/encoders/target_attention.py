@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.encoders.base import SequenceEncoder
+from model.layers.common import check_heads_divide
 from model.layers.target_attention import TargetAttention
 
 HISTORY_KEYS = "history_keys"
@@ -27,8 +28,7 @@ class TargetAttentionEncoder(SequenceEncoder):
 
     def __init__(self, d_model: int, num_heads: int = 4, **kwargs):
         super().__init__(d_model, **kwargs)
-        if num_heads < 1 or d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        check_heads_divide(d_model, num_heads)
         self.num_heads = num_heads
 
     def build(self, input_shape=None):

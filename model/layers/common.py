@@ -17,6 +17,12 @@ def check_positive(**values) -> None:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def check_heads_divide(d_model: int, num_heads: int) -> None:
+    """Multi-head layers split d_model into num_heads equal heads."""
+    if num_heads < 1 or d_model % num_heads:
+        raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+
+
 def ensure_built(layer, input_shape=None) -> None:
     """Builds a layer whose weights do not depend on the input shape, before a method
     other than `call` uses it (variables are created eagerly, even inside tf.function)."""

@@ -6,7 +6,7 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
-from model.layers.common import check_positive, clone_initializer
+from model.layers.common import check_heads_divide, check_positive, clone_initializer
 from model.layers.masking import masked_softmax
 from model.layers.swiglu import SwiGLU
 
@@ -49,8 +49,7 @@ class LongerAttention(keras.layers.Layer):
                  epsilon: float = 1e-6, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         check_positive(d_model=d_model, num_heads=num_heads, ffn_mult=ffn_mult)
-        if d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        check_heads_divide(d_model, num_heads)
         self.d_model = d_model
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads

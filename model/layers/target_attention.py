@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from model.layers.common import check_positive, clone_initializer, ensure_built
+from model.layers.common import check_heads_divide, check_positive, clone_initializer, ensure_built
 from model.layers.masking import masked_attention
 
 
@@ -33,8 +33,7 @@ class TargetAttention(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         check_positive(d_model=d_model, num_heads=num_heads)
-        if d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        check_heads_divide(d_model, num_heads)
         self.d_model = d_model
         self.num_heads = num_heads
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from model.layers.common import check_positive, clone_initializer
+from model.layers.common import check_heads_divide, check_positive, clone_initializer
 from model.layers.transformer_block import TransformerBlock
 
 MERGE_MODES = ("concat", "innertrans")
@@ -55,8 +55,8 @@ class TokenMerge(keras.layers.Layer):
             raise ValueError(f"mode must be one of {MERGE_MODES}, got {mode!r}")
         if mode == "innertrans" and merge_k < 2:
             raise ValueError("mode 'innertrans' needs merge_k >= 2 (merge_k=1 is no merging)")
-        if mode == "innertrans" and d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        if mode == "innertrans":
+            check_heads_divide(d_model, num_heads)
         self.d_model = d_model
         self.merge_k = merge_k
         self.mode = mode

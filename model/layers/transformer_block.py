@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from model.layers.common import check_positive
+from model.layers.common import check_heads_divide, check_positive
 from model.layers.masking import masked_attention
 from model.layers.swiglu import SwiGLU
 
@@ -29,8 +29,7 @@ class TransformerBlock(keras.layers.Layer):
                  epsilon: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
         check_positive(d_model=d_model, num_heads=num_heads, ffn_mult=ffn_mult)
-        if d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
+        check_heads_divide(d_model, num_heads)
         self.d_model = d_model
         self.num_heads = num_heads
         self.ffn_mult = ffn_mult

@@ -4,7 +4,8 @@
       -> parse + validate, with_exception_handling ---------------> OUT/errors/errors-*
       -> [join author_id from an item table (KuaiRand, MovieLens)]
       -> eval cutoff (request-timestamp histogram, side input)
-      -> GroupByKey(user) -> history builder -> tf.train.Examples -> OUT/train/, OUT/eval/
+      -> GroupByKey(user) -> history builder -> tf.train.Examples
+      -> shuffle (records of all users mixed, reproducible) -> OUT/train/, OUT/eval/
       -> stats combiners ------------------------------------------> OUT/stats.json
 
 Every standard Beam pipeline option passes through `beam_args`, so the same job runs on the
@@ -18,7 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
+import zlib
+from typing import Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -57,6 +61,46 @@ def _finish_stats(summary: dict, dead_letters: int, cutoff: int, data: config_li
     return json.dumps(summary, indent=2, sort_keys=True)
 
 
+# Records of one user leave the history builder one after another; written as they come,
+# a shard would be sorted by user and a training shuffle buffer would hold a few users.
+# Each record gets a bucket from a hash of its bytes (deterministic), buckets are grouped,
+# and every bucket is emitted in a seeded random order, in windows of bounded size.
+SHUFFLE_BUCKETS = 4096
+SHUFFLE_WINDOW = 8192
+
+
+def _shuffle_key(data: bytes) -> tuple[int, bytes]:
+    return zlib.crc32(data) % SHUFFLE_BUCKETS, data
+
+
+def _shuffled(keyed) -> Iterator[bytes]:
+    bucket, values = keyed
+    rng = random.Random(bucket)
+    window: list[bytes] = []
+    for data in values:
+        window.append(data)
+        if len(window) == SHUFFLE_WINDOW:
+            rng.shuffle(window)
+            yield from window
+            window = []
+    rng.shuffle(window)
+    yield from window
+
+
+class ShuffleRecords(beam.PTransform):
+    """Spreads the records of every user over the output in a random, reproducible order.
+
+    Memory stays bounded on any runner: a bucket is shuffled in windows of
+    SHUFFLE_WINDOW records. Output order never changes what a record holds.
+    """
+
+    def expand(self, records):
+        return (records
+                | "Key" >> beam.Map(_shuffle_key)
+                | "Group" >> beam.GroupByKey()
+                | "Emit" >> beam.FlatMap(_shuffled))
+
+
 def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
           out_dir: str) -> None:
     """Adds the preprocessing graph to pipeline `p` (separate from `run` for tests)."""
@@ -89,10 +133,12 @@ def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
                      records.TRAIN, records.EVAL, records.STATS))
     gzip = data.compression == "gzip"
     for split in (records.TRAIN, records.EVAL):
-        built[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+        (built[split]
+         | f"Shuffle{split.title()}" >> ShuffleRecords()
+         | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
             _join(out_dir, split, "part"), file_name_suffix=".tfrecord.gz" if gzip
             else ".tfrecord", num_shards=data.num_shards,
-            compression_type=CompressionTypes.GZIP if gzip else CompressionTypes.UNCOMPRESSED)
+            compression_type=CompressionTypes.GZIP if gzip else CompressionTypes.UNCOMPRESSED))
     (built[records.STATS]
      | "Stats" >> beam.CombineGlobally(stats.StatsFn(tasks))
      | "StatsJson" >> beam.Map(_finish_stats, beam.pvalue.AsSingleton(n_errors),

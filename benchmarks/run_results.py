@@ -1,20 +1,23 @@
-"""Quality experiments behind docs/results.md, run through the real `stca` CLI.
+"""Quality experiments behind docs/results.md, run through the real `stca` CLI, with seeds.
 
-    python benchmarks/run_results.py [--quick] [--only synth|movielens] [--out runs/results]
+    python benchmarks/run_results.py [--quick] [--only synth|movielens] [--seeds 0,1,2]
+                                     [--out runs/results] [--write-docs]
 
-Per dataset (the synthetic logs with a planted long-range signal, and MovieLens 100K):
-  a  AUC against inference length: STCA and LONGER (Beta-sampled training lengths) vs
-     mean pooling
+Per dataset (the synthetic log with a planted long-range signal, and MovieLens 100K),
+every run is trained and evaluated once per seed (train.seed; the data stays fixed):
+  a  AUC against inference length, with the history-use check (AUC minus AUC without
+     history / with another user's history): STCA, LONGER, DIN, target attention and mean
+     pooling, all trained on the same Beta-sampled windows, token budget and steps; STCA
+     as the paper specifies it (no ID-match prior) shows the failure this page explains
   b  extrapolation: the Beta-trained STCA at 5x its mean training length vs at the mean,
-     and against STCA trained at a fixed long length (the expensive alternative)
-  c  encoders at the same fixed L and token budget: STCA, LONGER, target attention, DIN,
-     transformer (same steps, same batches)
-  d  RLB vs point-wise: the same model trained on request-grouped records vs point-wise
-     records over the same number of targets; AUC on the same eval split, wall-clock
-
-Every command is logged; results go to OUT/results.json, and `--write-docs` renders
-docs/results.md and its plots. Runs whose train_metrics.json / eval_report.json exist are
-reused (delete OUT/<run> to redo one), so an interrupted run continues where it stopped.
+     and STCA trained at a fixed long length (the expensive alternative)
+  c  outside reference: DeepCTR's DIN (benchmarks/deepctr_din.py) on the same records,
+     trained on as many targets as the STCA run saw (skipped when deepctr is missing)
+  d  RLB vs point-wise: the same model on request-grouped vs point-wise records over the
+     same number of targets
+Results go to OUT/results.json; `--write-docs` renders docs/results.md and its plots
+(benchmarks/results_doc.py). Runs whose outputs exist are reused (delete a run's
+directory to redo it).
 """
 from __future__ import annotations
 
@@ -30,27 +33,21 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOVIELENS = os.path.join(os.path.dirname(REPO), "shared", "data", "movielens_100k", "u.data")
 COMMANDS: list[str] = []
-NO_RUN = False  # --collect: only gather the runs that exist, run nothing
-SKIP: set[str] = set()  # --skip: runs left out of this invocation
 
 
-class NotRun(Exception):
-    pass
+def _run(cmd: list[str], shown: list[str], done: bool) -> None:
+    COMMANDS.append(" ".join(shlex.quote(a) for a in shown))
+    if done:
+        return
+    print("+", COMMANDS[-1], flush=True)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    subprocess.run(cmd, check=True, env=env,
+                   stdout=None if os.environ.get("VERBOSE") else subprocess.DEVNULL)
 
 
 def stca(*args: str, done: bool = False) -> None:
-    """Runs `stca ARGS` (logged for the docs even when DONE: an earlier run made its output)."""
-    cmd = ["stca", *args]
-    COMMANDS.append(" ".join(shlex.quote(a) for a in cmd))
-    if done:
-        return
-    if NO_RUN:
-        COMMANDS.pop()
-        raise NotRun(cmd)
-    print("+", COMMANDS[-1], flush=True)
-    env = dict(os.environ, PYTHONPATH=REPO)
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, env=env,
-                   stdout=subprocess.DEVNULL if not os.environ.get("VERBOSE") else None)
+    """Runs `stca ARGS` (logged for the docs even when an earlier run made the output)."""
+    _run([sys.executable, "-m", "pipeline.cli", *args], ["stca", *args], done)
 
 
 def sets(overrides) -> list[str]:
@@ -62,195 +59,248 @@ def load(path: str):
         return json.load(f)
 
 
-# ------------------------------------------------------------------ experiment settings
 def settings(dataset: str, quick: bool) -> dict:
-    """Sizes per dataset. Sampler: Beta(0.35, 1.5) on [l_min, l_max]: mean ~ 1/5 of the max.
-
-    MovieLens histories are short (p90 276, max 684 ratings), so its window is [8, 640]."""
-    l_min, l_max = (32, 2048) if dataset == "synth" else (8, 640)
-    beta = ["train.length.mode=beta", f"train.length.l_min={l_min}",
-            f"train.length.l_max={l_max}", "train.length.beta_a=0.35", "train.length.beta_b=1.5"]
-    mean_len = l_min + 0.35 / (0.35 + 1.5) * (l_max - l_min)
-    s = {
-        "beta": beta,
-        "window": [l_min, l_max],
-        "fixed_len": l_max,
-        # (a): STCA at ~2048 (5x the mean, 2080, is evaluated) > at 256; MovieLens: 640 > 64
-        "check_lengths": (256, 2080) if dataset == "synth" else (64, 640),
-        "mean_len": int(-(-mean_len // 8) * 8),
-        "steps": 150 if quick else 500,
-        "budget": 32768,
-        "compare_len": 256,
-        "compare_budget": 4096,
-        "compare_steps": 60 if quick else 300,
-        "rlb_steps": 40 if quick else 150,
-        "common": ["train.learning_rate=0.002", "train.warmup_steps=50",
-                   "train.checkpoint_every=1000", "train.log_every=100"],
-    }
+    """Sizes per dataset, chosen so that one seed of everything runs in about an hour on
+    the 2-core machine. Sampler: Beta(0.35, 1.5) on [l_min, l_max], mean ~1/5 of l_max.
+    MovieLens histories are short (p90 ~280 ratings), so its window is [8, 640]."""
+    l_min, l_max = (32, 1024) if dataset == "synth" else (8, 640)
+    a, b = 0.35, 1.5
+    mean_len = l_min + a / (a + b) * (l_max - l_min)
+    mean_len = int(-(-mean_len // 8) * 8)
+    s = {"window": [l_min, l_max], "beta": [a, b], "mean_len": mean_len,
+         "sampler": ["train.length.mode=beta", f"train.length.l_min={l_min}",
+                     f"train.length.l_max={l_max}", f"train.length.beta_a={a}",
+                     f"train.length.beta_b={b}"],
+         "model": ["model.d_model=32", "model.num_heads=4", "model.num_layers=3"],
+         "train": ["train.learning_rate=0.002", "train.warmup_steps=50",
+                   "train.checkpoint_every=100000", "train.log_every=100",
+                   "train.jit_compile=true", "train.bucket_boundaries=[128,256,512,1024]"],
+         "compare_len": 256, "rlb_budget": 4096}
     if dataset == "synth":
-        s["tasks"] = ["click", "like", "finish"]
-        s["data"] = ["data.max_history=8192", "data.num_shards=8"]
-        s["synth"] = (["synth.users=16", "synth.events_median=3000"] if quick else
-                      ["synth.users=48", "synth.events_median=5000", "synth.events_min=1500",
-                       "synth.events_max=30000"])
-        s["lengths"] = [64, 128, 256, s["mean_len"], 1024, 5 * s["mean_len"], 4096, 8192]
+        s.update(tasks=["click", "like", "finish"], long_task="like",
+                 data=["data.max_history=4096", "data.num_shards=8"],
+                 synth=["synth.users=40", "synth.events_median=1500"] if quick
+                 else ["synth.users=200"],
+                 steps=120 if quick else 800, budget=16384, rlb_steps=40 if quick else 150,
+                 lengths=sorted({64, mean_len, 1024, 5 * mean_len, 2048}),
+                 check_lengths=(64, 2048), compare_at=1024,
+                 eval=["eval.max_requests=0"])
     else:
-        s["tasks"] = ["like"]
-        s["data"] = ["data.max_history=2048", "data.schema.tasks=[like]", "data.num_shards=4"]
-        s["lengths"] = [16, 32, 64, s["mean_len"], 256, 5 * s["mean_len"], 1024]
-        # 2262 train requests of ~100 ratings: a smaller budget keeps this to a few epochs.
-        s["steps"], s["budget"] = (100, 8192) if quick else (200, 8192)
-    s["lengths"] = sorted(set(s["lengths"]))
+        s.update(tasks=["like"], long_task="like",
+                 data=["data.max_history=2048", "data.schema.tasks=[like]",
+                       "data.num_shards=4"],
+                 steps=60 if quick else 300, budget=8192, rlb_steps=30 if quick else 100,
+                 lengths=sorted({16, 64, mean_len, 256, 5 * mean_len, 1024}),
+                 check_lengths=(16, 1024), compare_at=256, eval=["eval.max_requests=0"])
+    s["train"].append(f"train.steps={s['steps']}")
+    s["train"].append(f"train.token_budget={s['budget']}")
     return s
+
+
+# name -> (model overrides, sampler: "beta" | "fixed")
+ENCODER_RUNS = {
+    "stca": ([], "beta"),
+    "stca_paper": (["model.id_match=[]"], "beta"),
+    "longer": (["model.encoder=longer"], "beta"),
+    "din": (["model.encoder=din"], "beta"),
+    "target_attention": (["model.encoder=target_attention"], "beta"),
+    "mean": (["model.encoder=mean"], "beta"),
+    "stca_fixed": ([], "fixed"),
+}
 
 
 def prepare_data(dataset: str, root: str, s: dict) -> dict:
     data = {"request": os.path.join(root, "data"), "pointwise": os.path.join(root, "pointwise")}
-    done = os.path.exists(os.path.join(data["request"], "stats.json"))
     if dataset == "synth":
         raw = os.path.join(root, "raw")
-        stca("synth", "--out", raw, *sets(s["synth"]), done=done)
+        stca("synth", "--out", raw, *sets(s["synth"]),
+             done=os.path.exists(os.path.join(raw, "config.yaml")))
         source = ["--input", os.path.join(raw, "*.csv")]
     else:
         source = ["--input", MOVIELENS, "--format", "movielens"]
-    stca("preprocess", *source, "--out", data["request"], *sets(s["data"]), done=done)
-    done = os.path.exists(os.path.join(data["pointwise"], "stats.json"))
-    # Point-wise records copy the history per impression: cap it at the length (d) trains
-    # on, or the synthetic set would need ~1e9 history slots.
+    stca("preprocess", *source, "--out", data["request"], *sets(s["data"]),
+         done=os.path.exists(os.path.join(data["request"], "stats.json")))
+    # Point-wise records copy the history per impression: cap it at the length (d) uses.
     stca("preprocess", *source, "--out", data["pointwise"], "--layout", "pointwise",
-         *sets(s["data"] + [f"data.max_history={s['compare_len']}"]), done=done)
+         *sets(s["data"] + [f"data.max_history={s['compare_len']}"]),
+         done=os.path.exists(os.path.join(data["pointwise"], "stats.json")))
     return data
 
 
-def train_eval(root: str, name: str, data: str, overrides: list[str], lengths: list[int],
+def train_eval(model_dir: str, data: str, overrides: list[str], lengths,
                eval_data: str | None = None) -> dict:
-    model_dir = os.path.join(root, name)
-    if name in SKIP and not os.path.exists(os.path.join(model_dir, "eval", "eval_report.json")):
-        return None
-    try:
-        return _train_eval(model_dir, data, overrides, lengths, eval_data)
-    except NotRun:
-        return None
-
-
-def _train_eval(model_dir, data, overrides, lengths, eval_data) -> dict:
     stca("train", "--data", data, "--model-dir", model_dir, *sets(overrides),
          done=os.path.exists(os.path.join(model_dir, "train_metrics.json")))
-    report_path = os.path.join(model_dir, "eval", "eval_report.json")
+    report = os.path.join(model_dir, "eval", "eval_report.json")
     stca("evaluate", "--data", eval_data or data, "--model-dir", model_dir,
-         "--lengths", ",".join(map(str, sorted(set(lengths)))), done=os.path.exists(report_path))
+         "--lengths", ",".join(map(str, sorted(set(lengths)))), done=os.path.exists(report))
     return {"train": load(os.path.join(model_dir, "train_metrics.json")),
-            "eval": load(report_path), "overrides": overrides}
+            "eval": load(report), "overrides": overrides}
 
 
-def run_dataset(dataset: str, out: str, quick: bool) -> dict:
+def deepctr_din(out_json: str, data: str, length: int, targets: int, tasks, seed: int):
+    """DeepCTR's DIN on the same records, or None when deepctr is not installed."""
+    try:
+        import deepctr  # noqa: F401
+    except ImportError:
+        return None
+    args = ["--data", data, "--length", str(length), "--targets", str(targets),
+            "--tasks", ",".join(tasks), "--seed", str(seed), "--out", out_json]
+    _run([sys.executable, os.path.join(REPO, "benchmarks", "deepctr_din.py"), *args],
+         ["python", "benchmarks/deepctr_din.py", *args], done=os.path.exists(out_json))
+    return load(out_json)
+
+
+def run_dataset(dataset: str, out: str, quick: bool, seeds) -> dict:
     s = settings(dataset, quick)
     root = os.path.join(out, dataset)
     data = prepare_data(dataset, root, s)
-    base = s["data"] + s["common"]
-    runs, budget = {}, [f"train.token_budget={s['budget']}", f"train.steps={s['steps']}"]
-    # a + b: Beta-sampled short windows, evaluated up to 4-8x longer; mean pooling baseline.
-    for enc in ("stca", "longer", "mean"):
-        runs[f"{enc}_beta"] = train_eval(root, f"{enc}_beta", data["request"],
-                                         base + s["beta"] + budget + [f"model.encoder={enc}"],
-                                         s["lengths"])
-    # b: the expensive alternative: always train at the long length.
-    fixed_long = ["train.length.mode=fixed", f"train.length.l_max={s['fixed_len']}"]
-    runs["stca_fixed_long"] = train_eval(root, "stca_fixed_long", data["request"],
-                                         base + fixed_long + budget,
-                                         [s["mean_len"], 5 * s["mean_len"], s["fixed_len"]])
-    # Diagnosis (synthetic data): the fixed-length run with one change each: no item-ID
-    # embedding (one bucket; synthetic items are nearly unique), a 5x learning rate.
-    # diag_short_64: short fixed windows (64 events, a 4096-token budget) instead of 2048.
-    ext_lengths = [s["mean_len"], 5 * s["mean_len"], s["fixed_len"]]
-    diagnoses = {
-        "diag_no_item_id": (["model.item_buckets=1"], ext_lengths),
-        "diag_lr_0.01": (["train.learning_rate=0.01"], ext_lengths),
-        "diag_short_64": (["train.length.l_max=64", "train.length.l_min=8",
-                           "train.token_budget=4096"], [64, s["mean_len"], s["fixed_len"]]),
-    } if dataset == "synth" else {}
-    for name, (change, eval_lengths) in diagnoses.items():
-        runs[name] = train_eval(root, name, data["request"], base + fixed_long + budget + change,
-                                eval_lengths)
-    # c: encoders at the same fixed L, token budget and steps.
+    base = s["data"] + s["model"] + s["train"] + s["eval"]
+    fixed = ["train.length.mode=fixed", f"train.length.l_max={s['window'][1]}"]
+    runs: dict = {}
+    for name, (change, sampler) in ENCODER_RUNS.items():
+        lengths = s["lengths"] if sampler == "beta" else [s["mean_len"], 5 * s["mean_len"],
+                                                          s["window"][1]]
+        for seed in seeds:
+            overrides = base + (s["sampler"] if sampler == "beta" else fixed) + change + [
+                f"train.seed={seed}"]
+            runs.setdefault(name, {})[seed] = train_eval(
+                os.path.join(root, f"{name}_s{seed}"), data["request"], overrides, lengths)
+    # c: the outside reference, as many targets as STCA saw, at the comparison length.
+    for seed in seeds:
+        din = deepctr_din(os.path.join(root, f"deepctr_din_s{seed}.json"), data["request"],
+                          s["compare_at"], runs["stca"][seed]["train"]["targets_seen"],
+                          [s["long_task"]] if dataset == "movielens" else ["click", "like"],
+                          seed)
+        if din is not None:
+            runs.setdefault("deepctr_din", {})[seed] = din
+    # d: RLB vs point-wise over the same number of targets at one fixed length.
     L = s["compare_len"]
-    same = [f"train.length.mode=fixed", f"train.length.l_min=8", f"train.length.l_max={L}",
-            f"train.token_budget={s['compare_budget']}", f"train.steps={s['compare_steps']}"]
-    for enc in ("stca", "longer", "target_attention", "din", "transformer", "mean"):
-        runs[f"compare_{enc}"] = train_eval(root, f"compare_{enc}", data["request"],
-                                            base + same + [f"model.encoder={enc}"], [L])
-    # d: RLB vs point-wise over the same number of targets (point-wise: one per record, so
-    # a step holds budget / L targets).
-    stats = load(os.path.join(data["request"], "stats.json"))
-    per_request = stats["splits"]["train"]["targets"] / stats["splits"]["train"]["requests"]
-    rlb = same[:-2] + [f"train.token_budget={s['compare_budget']}",
-                       "train.max_targets=16"]
-    runs["rlb"] = train_eval(root, "rlb", data["request"],
-                             base + rlb + [f"train.steps={s['rlb_steps']}"], [L])
-    pw_steps = -(-runs["rlb"]["train"]["targets_seen"] // (s["compare_budget"] // L)) \
-        if runs["rlb"] else 0
-    runs["pointwise"] = train_eval(root, "pointwise", data["pointwise"],
-                                   base + rlb + [f"train.steps={pw_steps}"], [L],
-                                   eval_data=data["request"])
-    runs = {k: v for k, v in runs.items() if v is not None}
-    out = {"settings": s, "targets_per_request": per_request, "data_stats": stats, "runs": runs}
-    if dataset == "synth":  # MovieLens has no authors: the reference would be meaningless
+    same = [o for o in base if not o.startswith(("train.steps", "train.token_budget"))] + [
+        "train.length.mode=fixed", f"train.length.l_max={L}",
+        f"train.token_budget={s['rlb_budget']}", "train.max_targets=16"]
+    for seed in seeds:
+        rlb = train_eval(os.path.join(root, f"rlb_s{seed}"), data["request"],
+                         same + [f"train.steps={s['rlb_steps']}", f"train.seed={seed}"], [L])
+        pw_steps = -(-rlb["train"]["targets_seen"] // (s["rlb_budget"] // L))
+        pw = train_eval(os.path.join(root, f"pointwise_s{seed}"), data["pointwise"],
+                        same + [f"train.steps={pw_steps}", f"train.seed={seed}"], [L],
+                        eval_data=data["request"])
+        runs.setdefault("rlb", {})[seed] = rlb
+        runs.setdefault("pointwise", {})[seed] = pw
+    result = {"settings": s, "seeds": list(seeds), "runs": runs,
+              "data_stats": load(os.path.join(data["request"], "stats.json"))}
+    if dataset == "synth":  # MovieLens has no author column: the count would be empty
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import oracle
-        out["oracle"] = oracle.oracle_report(data["request"], s["lengths"], s["tasks"])
-        if "stca_fixed_long" in runs:  # the reference on the batches that run trained on
-            from pipeline import config as config_lib
-            cfg = config_lib.load_config(os.path.join(root, "stca_fixed_long", "config.yaml"))
-            out["oracle_train_batches"] = oracle.training_batches_report(data["request"], cfg)
-    return out
+        result["oracle"] = oracle.oracle_report(data["request"], s["lengths"], s["tasks"])
+    return result
+
+
+# The ablation table: (description, history_ablation.py variant, extra arguments). The
+# project's pieces are swapped in one at a time; "fix" is the model's default config.
+ABLATION = [
+    ("count of exact author matches (no embeddings), logistic head",
+     "feature=count,opt=plain", ["--lr", "0.01"]),
+    ("exact-match attention over action embeddings (no learned matching)",
+     "feature=match,opt=plain", ["--lr", "0.01"]),
+    ("plain Keras DIN: shared tables (uniform init), MLP attention, sum pooling, MLP head, "
+     "Adam", "embed=concat_uniform,encoder=din_sum,user=none,head=mlp,opt=plain,match=,"
+     "sink=false", []),
+    ("the same DIN with N(0, 1) tables", "embed=concat_normal,encoder=din_sum,user=none,"
+     "head=mlp,opt=plain,match=,sink=false", []),
+    ("STCA as the paper specifies it (the project before the fix)", "match=,sink=false", []),
+    ("STCA + comparable tokens (shared item+author content on both sides, residual views "
+     "and queries, W_K = W_Q at init)", "embed=shared,resid=1,tied=1,match=,sink=false", []),
+    ("STCA + attention sink only", "match=,sink=true", []),
+    ("**STCA + ID-match prior (item, author): the fix, default config**", "", []),
+    ("fix, author matches only", "match=author", []),
+    ("fix + attention sink", "sink=true", []),
+    ("fix + comparable tokens", "embed=shared,resid=1,tied=1", []),
+    ("fix without user tokens", "user=none", []),
+    ("fix with the MLP head", "head=mlp", []),
+    ("fix with plain Adam (1e-3, no warmup / decay / clipping)", "opt=plain", []),
+]
+ABLATION_STEPS, ABLATION_LENGTH, ABLATION_REQUESTS = 300, 1024, 1500
+
+
+def run_ablation(out: str, data: str) -> dict:
+    rows = []
+    for i, (description, variant, extra) in enumerate(ABLATION):
+        path = os.path.join(out, f"{i:02d}.json")
+        args = ["--data", data, "--variant", variant, "--steps", str(ABLATION_STEPS),
+                "--lengths", str(ABLATION_LENGTH), "--out", path, *extra]
+        os.makedirs(out, exist_ok=True)
+        _run([sys.executable, os.path.join(REPO, "benchmarks", "history_ablation.py"), *args],
+             ["python", "benchmarks/history_ablation.py", *args], done=os.path.exists(path))
+        ev = load(path)["eval"][str(ABLATION_LENGTH)]
+        row = {"description": description, "variant": variant}
+        for t in ("click", "like"):
+            row[f"{t}_auc"] = f"{ev['real'][t]['auc']:.4f}"
+            row[f"{t}_gauc"] = f"{ev['real'][t]['gauc']:.4f}"
+            row[f"{t}_delta"] = f"{ev['real'][t]['auc'] - ev['empty'][t]['auc']:+.4f}"
+        rows.append(row)
+    return {"steps": ABLATION_STEPS, "length": ABLATION_LENGTH,
+            "eval_requests": ABLATION_REQUESTS, "rows": rows}
 
 
 def machine() -> dict:
     import multiprocessing
-    return {"platform": platform.platform(), "cpu_count": multiprocessing.cpu_count(),
-            "python": platform.python_version(),
+    cpu = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), "")
+    return {"platform": platform.platform(), "cpu": cpu,
+            "cpu_count": multiprocessing.cpu_count(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _save(results: dict, out: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "results.json")
+    if os.path.exists(path):  # another part may have finished in a parallel invocation
+        earlier = load(path)
+        results["datasets"] = {**earlier.get("datasets", {}), **results["datasets"]}
+        results.setdefault("ablation", earlier.get("ablation"))
+        if results["ablation"] is None:
+            results.pop("ablation")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, minutes not hours")
-    parser.add_argument("--only", choices=("synth", "movielens"))
+    parser.add_argument("--only", choices=("synth", "movielens", "ablation"))
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "results"))
-    parser.add_argument("--collect", action="store_true",
-                        help="run nothing: gather the finished runs (docs mark the missing)")
-    parser.add_argument("--skip", default="", help="comma-separated run names to leave out")
     parser.add_argument("--write-docs", action="store_true",
                         help="render docs/results.md and its plots from OUT/results.json")
     args = parser.parse_args(argv)
-    global NO_RUN
-    NO_RUN = args.collect
-    SKIP.update(filter(None, args.skip.split(",")))
-    results = {"machine": machine(), "quick": args.quick, "datasets": {}}
+    seeds = [int(x) for x in args.seeds.split(",")]
     results_path = os.path.join(args.out, "results.json")
-    if os.path.exists(results_path):
-        earlier = load(results_path)
-        results["datasets"] = earlier.get("datasets", {})
-        if args.collect:  # the machine and date of the runs, not of this collection
-            results["machine"] = earlier.get("machine", results["machine"])
-    datasets = [args.only] if args.only else ["synth", "movielens"]
-    for dataset in datasets:
+    results = load(results_path) if os.path.exists(results_path) else {"datasets": {}}
+    results.update(machine=machine(), quick=args.quick)
+    parts = [args.only] if args.only else ["ablation", "synth", "movielens"]
+    if "ablation" in parts:  # on the synthetic data of section a
+        data = prepare_data("synth", os.path.join(args.out, "synth"),
+                            settings("synth", args.quick))
+        results["ablation"] = run_ablation(os.path.join(args.out, "ablation"), data["request"])
+        results["ablation"]["commands"] = list(COMMANDS)
+        COMMANDS.clear()
+        _save(results, args.out)
+    for dataset in [p for p in parts if p != "ablation"]:
         if dataset == "movielens" and not os.path.exists(MOVIELENS):
             print(f"skipping MovieLens: {MOVIELENS} not found (not redistributable)")
             continue
-        t0, earlier = time.time(), results["datasets"].get(dataset, {})
-        results["datasets"][dataset] = run_dataset(dataset, args.out, args.quick)
-        # --collect runs nothing: the wall time is that of the run that trained the models
-        results["datasets"][dataset]["seconds"] = (
-            earlier.get("seconds") if args.collect and earlier.get("seconds")
-            else round(time.time() - t0, 1))
-        results["datasets"][dataset]["commands"] = list(COMMANDS)
+        t0 = time.time()
+        ds = run_dataset(dataset, args.out, args.quick, seeds)
+        ds["seconds"] = round(time.time() - t0, 1)
+        ds["commands"] = list(COMMANDS)
         COMMANDS.clear()
-        os.makedirs(args.out, exist_ok=True)
-        if os.path.exists(results_path):  # another dataset's run may have finished meanwhile
-            done = load(results_path).get("datasets", {})
-            results["datasets"] = {**done, dataset: results["datasets"][dataset]}
-        with open(results_path, "w") as f:
-            json.dump(results, f, indent=2)
+        results["datasets"][dataset] = ds
+        _save(results, args.out)
     if args.write_docs:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import results_doc

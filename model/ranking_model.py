@@ -16,6 +16,7 @@ from model.encoders import HIST_LEN, build_encoder
 from model.heads import build_head
 from model.layers.common import ensure_built
 from model.layers.event_embedding import EventEmbedding
+from model.layers.id_match import ID_MATCH_INPUTS, id_match
 from model.layers.masking import length_mask
 from model.layers.user_tokens import UserTokens
 
@@ -65,6 +66,9 @@ class RankingModel(tfrs.Model):
         self.user_tokens = UserTokens(cfg.d_model, cfg.user_buckets, cfg.use_user_id,
                                       dtype=policy, name="user_tokens")
         self.encoder = build_encoder(cfg, policy, num_user_tokens=self.user_tokens.num_tokens)
+        # History ID inputs the encoder compares with each target's (cached for serving).
+        self.match_fields = [ID_MATCH_INPUTS[f] for f in cfg.id_match] \
+            if self.encoder.supports_id_match else []
         self.head = build_head(cfg, len(self.task_names),
                                num_tokens=self.user_tokens.num_tokens + 2, dtype=policy)
         self.ranking_tasks = [
@@ -89,8 +93,15 @@ class RankingModel(tfrs.Model):
         targets = self.embedding.embed_targets(inputs)
         user_tokens = self.user_tokens(inputs["user_id"], events, history_mask)
         z = self.encoder(events, history_mask, targets, user_tokens=user_tokens,
-                         training=training)
+                         training=training, id_match=self._id_match(inputs, inputs))
         return self._logits(z, user_tokens, targets, training)
+
+    def _id_match(self, history_ids, inputs):
+        """[B, M, F, L] bool matches of raw IDs (history from inputs or a cache), or None."""
+        if not self.match_fields:
+            return None
+        return id_match([history_ids[h] for h, _ in self.match_fields],
+                        [inputs[t] for _, t in self.match_fields])
 
     def encode_user(self, inputs, training=False) -> dict:
         """Every target-independent tensor of the request (keys of `user_cache_spec`)."""
@@ -101,13 +112,16 @@ class RankingModel(tfrs.Model):
                                               training=training))
         cache[USER_TOKENS] = user_tokens
         cache[HIST_LEN] = tf.reduce_sum(tf.cast(history_mask, tf.int32), axis=-1)
+        for name, _ in self.match_fields:
+            cache[name] = tf.cast(inputs[name], tf.int64)
         return cache
 
     def score_candidates(self, cache: dict, inputs, training=False) -> tf.Tensor:
         """Logits [B, M, T] from a user cache and `features.CANDIDATE_INPUTS` only."""
         ensure_built(self)
         targets = self.embedding.embed_targets(inputs)
-        z = self.encoder.score(cache, targets, training=training)
+        z = self.encoder.score(cache, targets, training=training,
+                               id_match=self._id_match(cache, inputs))
         return self._logits(z, cache[USER_TOKENS], targets, training)
 
     def user_cache_spec(self) -> dict:
@@ -118,6 +132,8 @@ class RankingModel(tfrs.Model):
             [None, self.user_tokens.num_tokens, self.model_cfg.d_model], compute,
             name=USER_TOKENS)
         spec[HIST_LEN] = tf.TensorSpec([None], tf.int32, name=HIST_LEN)
+        for name, _ in self.match_fields:
+            spec[name] = tf.TensorSpec([None, None], tf.int64, name=name)
         return spec
 
     def _embed_history(self, inputs):
@@ -147,7 +163,7 @@ class RankingModel(tfrs.Model):
         targets = self.embedding.embed_targets(copies)
         user_tokens = self.user_tokens(copies["user_id"], events, history_mask)
         z = self.encoder(events, history_mask, targets, user_tokens=user_tokens,
-                         training=training)
+                         training=training, id_match=self._id_match(copies, copies))
         logits = self._logits(z, user_tokens, targets, training)
         return tf.reshape(logits, [shape[0], shape[1], len(self.task_names)])
 

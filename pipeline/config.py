@@ -150,6 +150,7 @@ ENCODERS = ("stca", "longer", "target_attention", "din", "transformer", "mean")
 HEADS = ("rankmixer", "dcn", "mlp")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 RECOMPUTE_ENCODERS = ("stca", "longer", "transformer")  # encoders with per-layer history blocks
+ID_MATCH_FIELDS = ("item", "author")
 
 
 @dataclass
@@ -194,6 +195,13 @@ class ModelConfig:
     rlb: bool = True                  # False: point-wise mode, history copied per target
     recompute: bool = False           # activation recomputation of per-layer history blocks
     precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16
+    # STCA attention additions to the paper (docs/model.md, "Deviations from the paper"):
+    # a learned logit bonus for history events whose raw ID equals the target's, per field
+    # (empty list: off), and a learned sink logit per head that keeps how much matching
+    # evidence the history holds. Encoders without `supports_id_match` ignore id_match.
+    id_match: list[str] = field(default_factory=lambda: ["item", "author"])
+    id_match_init: float = 4.0        # initial logit bonus of a match
+    attention_sink: bool = True
     longer: LongerConfig = field(default_factory=LongerConfig)
 
     def validate(self, p: str = "model") -> None:
@@ -211,6 +219,10 @@ class ModelConfig:
         _check(not self.recompute or self.encoder in RECOMPUTE_ENCODERS, f"{p}.recompute",
                self.recompute, "false unless model.encoder is one of "
                + ", ".join(repr(e) for e in RECOMPUTE_ENCODERS))
+        for i, name in enumerate(self.id_match):
+            _choice(f"{p}.id_match[{i}]", name, ID_MATCH_FIELDS)
+        _check(len(set(self.id_match)) == len(self.id_match), f"{p}.id_match", self.id_match,
+               "a list without repeats")
         self.longer.validate(f"{p}.longer")
 
 
@@ -304,6 +316,9 @@ class EvalConfig:
     lengths: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
     token_budget: int = 131072
     max_requests: int = 0             # 0: the whole eval split
+    # Also score every length without history and with another user's history, and report
+    # the AUC differences ("does the model use the history?"); about 2x the eval time.
+    history_ablation: bool = True
 
     def validate(self, p: str = "eval") -> None:
         _check(len(self.lengths) >= 1 and all(v >= 1 for v in self.lengths), f"{p}.lengths",

@@ -72,6 +72,9 @@ def run(cfg: config_lib.Config, workdir: str) -> dict:
         "train_steps": train_metrics["steps"],
         "train_loss_last_20": round(train_metrics["final_loss_avg_last_20"], 4),
         "auc_by_inference_length": eval_summary["auc"],
+        # "Does the model use the history?": AUC minus AUC without it / with another user's.
+        "history_use_auc_delta": eval_summary.get("history_use_auc_delta"),
+        "auc_per_doubling_of_length": eval_summary["auc_per_doubling"],
         "export": exported["path"],
         "verify_export": verified,
         "sample_request": {

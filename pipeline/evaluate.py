@@ -30,8 +30,57 @@ def mean_training_length(cfg: config_lib.Config) -> float:
     return s.l_min + s.beta_a / (s.beta_a + s.beta_b) * (s.l_max - s.l_min)
 
 
-def predict(model, dataset, tasks):
-    """Runs the model over an eval dataset; returns arrays over every valid target."""
+# What `predict` feeds the model as the history (the history-use check):
+#   real     the request's own history
+#   empty    no history at all (hist_len = 0)
+#   swapped  the history (and request time) of a request of another user in the batch
+HISTORY_MODES = ("real", "empty", "swapped")
+_SWAPPED_INPUTS = ("request_ts", "hist_item_id", "hist_author_id", "hist_action", "hist_ts",
+                   "hist_len")
+
+
+def other_user_permutation(user_ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """A permutation of the batch rows that gives every row another user's row if it can.
+
+    Rolls by the smallest shift that moves no row onto its own user (the shift with the
+    fewest such rows when none is perfect, e.g. a batch of one user).
+
+    Returns:
+      (perm, rows still holding their own user's history).
+    """
+    n = len(user_ids)
+    best, best_same = np.arange(n), n
+    for shift in range(1, n):
+        perm = np.roll(np.arange(n), shift)
+        same = int(np.sum(user_ids[perm] == user_ids))
+        if same < best_same:
+            best, best_same = perm, same
+        if same == 0:
+            break
+    return best, best_same
+
+
+def _with_history(inputs, meta, mode: str):
+    """The batch with its history replaced as `mode` says; also the count of rows that
+    kept their own user's history (swapped mode)."""
+    import tensorflow as tf
+    if mode == "real":
+        return inputs, 0
+    inputs = dict(inputs)
+    if mode == "empty":
+        inputs["hist_len"] = tf.zeros_like(inputs["hist_len"])
+        return inputs, 0
+    perm, same = other_user_permutation(meta["user_id"].numpy())
+    for name in _SWAPPED_INPUTS:
+        inputs[name] = tf.gather(inputs[name], perm)
+    return inputs, same
+
+
+def predict(model, dataset, tasks, history: str = "real"):
+    """Runs the model over an eval dataset; returns arrays over every valid target.
+
+    history: one of HISTORY_MODES (the request's own history, none, or another user's).
+    """
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
@@ -41,6 +90,7 @@ def predict(model, dataset, tasks):
     users, labels, scores, hist_lens = [], {t: [] for t in tasks}, {t: [] for t in tasks}, []
     request_ids = set()
     for inputs, batch_labels, meta in dataset:
+        inputs, _ = _with_history(inputs, meta, history)
         probs = scores_of(inputs).numpy()
         mask = np.arange(probs.shape[1])[None, :] < inputs["tgt_len"].numpy()[:, None]
         users.append(np.broadcast_to(meta["user_id"].numpy()[:, None], mask.shape)[mask])
@@ -56,47 +106,103 @@ def predict(model, dataset, tasks):
             {t: cat(v) for t, v in scores.items()}, cat(hist_lens), len(request_ids))
 
 
+def _report(model, cfg, data_dir, length, split, history="real"):
+    dataset = input_lib.eval_dataset(data_dir, cfg, length, split=split)
+    users, labels, scores, hist_lens, requests = predict(model, dataset, cfg.tasks, history)
+    return metrics_lib.ranking_report(cfg.tasks, users, labels, scores), users, hist_lens, \
+        requests
+
+
 def evaluate_lengths(model, cfg: config_lib.Config, data_dir: str, lengths, split="eval"):
+    """One row per length: AUC / GAUC per task, and with eval.history_ablation the same
+    model scored without any history and with another user's history ("history_use")."""
     rows = []
+    empty = None
+    if cfg.eval.history_ablation:
+        # Without history the length does not matter: score it once.
+        empty = _report(model, cfg, data_dir, min(lengths), split, "empty")[0]
     for length in lengths:
         t0 = time.time()
-        dataset = input_lib.eval_dataset(data_dir, cfg, length, split=split)
-        users, labels, scores, hist_lens, requests = predict(model, dataset, cfg.tasks)
-        report = metrics_lib.ranking_report(cfg.tasks, users, labels, scores)
-        rows.append({"length": int(length), "requests": requests,
-                     "targets": int(len(users)),
-                     "mean_history_used": float(hist_lens.mean()) if len(hist_lens) else 0.0,
-                     "seconds": round(time.time() - t0, 2), **report})
+        report, users, hist_lens, requests = _report(model, cfg, data_dir, length, split)
+        row = {"length": int(length), "requests": requests, "targets": int(len(users)),
+               "mean_history_used": float(hist_lens.mean()) if len(hist_lens) else 0.0,
+               **report}
+        if empty is not None:
+            swapped = _report(model, cfg, data_dir, length, split, "swapped")[0]
+            row["history_use"] = {t: history_use(report[t], empty[t], swapped[t])
+                                  for t in cfg.tasks}
+        row["seconds"] = round(time.time() - t0, 2)
+        rows.append(row)
         print(f"L={length:>6}  " + "  ".join(
-            f"{t}: auc={report[t]['auc']:.4f} gauc={report[t]['gauc']:.4f}" for t in cfg.tasks),
-            flush=True)
+            f"{t}: auc={report[t]['auc']:.4f} gauc={report[t]['gauc']:.4f}"
+            + (f" (-hist {row['history_use'][t]['auc_delta_empty']:+.4f}"
+               f" swap {row['history_use'][t]['auc_delta_swapped']:+.4f})" if empty else "")
+            for t in cfg.tasks), flush=True)
     return rows
+
+
+def history_use(real: dict, empty: dict, swapped: dict) -> dict:
+    """AUC / GAUC with the real history minus the same without history and with another
+    user's history: how much of the score comes from the history itself."""
+    return {"auc_empty": empty["auc"], "auc_swapped": swapped["auc"],
+            "auc_delta_empty": real["auc"] - empty["auc"],
+            "auc_delta_swapped": real["auc"] - swapped["auc"],
+            "gauc_delta_empty": real["gauc"] - empty["gauc"],
+            "gauc_delta_swapped": real["gauc"] - swapped["gauc"]}
+
+
+def auc_per_doubling(rows, tasks) -> dict:
+    """Least-squares slope of AUC against log2(L) per task (NaN with fewer than 2 lengths)."""
+    x = np.log2([r["length"] for r in rows])
+    out = {}
+    for t in tasks:
+        y = np.array([r[t]["auc"] for r in rows], dtype=np.float64)
+        ok = np.isfinite(y)
+        out[t] = (float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 2
+                  and np.ptp(x[ok]) > 0 else float("nan"))
+    return out
 
 
 def write_report(rows, cfg: config_lib.Config, out_dir: str, title: str) -> dict:
     fileio.makedirs(out_dir)
     train_mean = mean_training_length(cfg)
     report = {"title": title, "tasks": cfg.tasks, "train_length_mean": train_mean,
-              "train_length_max": cfg.train.length.l_max, "rows": rows}
+              "train_length_max": cfg.train.length.l_max, "rows": rows,
+              "auc_per_doubling": auc_per_doubling(rows, cfg.tasks)}
     fileio.write_text(fileio.join(out_dir, "eval_report.json"), json.dumps(report, indent=2))
-    fileio.write_text(fileio.join(out_dir, "eval_report.md"), markdown_table(rows, cfg.tasks))
+    fileio.write_text(fileio.join(out_dir, "eval_report.md"),
+                      markdown_table(rows, cfg.tasks, report["auc_per_doubling"]))
     plot_auc_vs_length(rows, cfg.tasks, train_mean, cfg.train.length.l_max,
                        fileio.join(out_dir, "auc_vs_length.png"), title)
     return report
 
 
-def markdown_table(rows, tasks) -> str:
+def markdown_table(rows, tasks, per_doubling=None) -> str:
+    ablation = all("history_use" in r for r in rows)
     head = ["L", "requests", "targets", "mean hist used"]
     for t in tasks:
         head += [f"{t} AUC", f"{t} GAUC"]
+        if ablation:
+            head += [f"{t} AUC - no history", f"{t} AUC - other user's"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["length"]), str(r["requests"]), str(r["targets"]),
                  f"{r['mean_history_used']:.0f}"]
         for t in tasks:
             cells += [f"{r[t]['auc']:.4f}", f"{r[t]['gauc']:.4f}"]
+            if ablation:
+                use = r["history_use"][t]
+                cells += [f"{use['auc_delta_empty']:+.4f}", f"{use['auc_delta_swapped']:+.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if ablation:
+        text += ("\n\"AUC - no history\": AUC with the request's history minus AUC with the history "
+                 "emptied; \"AUC - other user's\": minus AUC with the history of another "
+                 "user's request. Near 0: the model does not use the history.\n")
+    if per_doubling:
+        text += "\nAUC gained per doubling of L (least-squares slope over the lengths): " + \
+            ", ".join(f"{t} {v:+.4f}" for t, v in per_doubling.items()) + "\n"
+    return text
 
 
 def plot_auc_vs_length(rows, tasks, train_mean, train_max, path: str, title: str) -> None:
@@ -138,5 +244,14 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str, out_dir: str | No
     config_lib.save_config(cfg, out_dir)
     report = write_report(rows, cfg, out_dir, f"{cfg.model.encoder}: AUC vs inference length")
     report["checkpoint"] = checkpoint
-    return {"out_dir": out_dir, "checkpoint": checkpoint,
-            "auc": {r["length"]: {t: round(r[t]["auc"], 4) for t in cfg.tasks} for r in rows}}
+    summary = {"out_dir": out_dir, "checkpoint": checkpoint,
+               "auc": {r["length"]: {t: round(r[t]["auc"], 4) for t in cfg.tasks}
+                       for r in rows},
+               "auc_per_doubling": {t: round(v, 4)
+                                    for t, v in report["auc_per_doubling"].items()}}
+    if cfg.eval.history_ablation:
+        summary["history_use_auc_delta"] = {
+            r["length"]: {t: {"no_history": round(r["history_use"][t]["auc_delta_empty"], 4),
+                              "other_users": round(r["history_use"][t]["auc_delta_swapped"], 4)}
+                          for t in cfg.tasks} for r in rows}
+    return summary

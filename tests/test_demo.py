@@ -23,6 +23,11 @@ def test_demo_runs_the_whole_path(tmp_path):
     assert summary["dead_letters"] == 0 and summary["requests"] > 0
     assert summary["train_steps"] == 4
     assert set(summary["auc_by_inference_length"]) == {"64", "512"}
+    # The history-use check is part of the demo's report (values are noise after 4 steps).
+    use = summary["history_use_auc_delta"]
+    assert set(use) == {"64", "512"} and set(use["64"]["click"]) == {"no_history", "other_users"}
+    assert set(summary["auc_per_doubling_of_length"]) == {"click", "like", "finish"}
+    assert "no history" in proc.stdout or "-hist" in proc.stdout
     assert summary["verify_export"] == "passed"
     sample = summary["sample_request"]
     assert sample["max_abs_diff_serving_default_vs_cached"] <= 1e-5

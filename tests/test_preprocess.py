@@ -116,6 +116,24 @@ def test_no_leakage_history_order_and_cap_on_every_record(synth_run):
     assert capped > 0
 
 
+def test_shards_mix_users(synth_run):
+    """Records of one user are spread over the shards in a random order: consecutive records
+    of a shard come from the same user about as often as under a random order (1 / users),
+    not for whole runs of a user's requests as the history builder emits them."""
+    root, cfg, _ = synth_run
+    same, pairs, users = 0, 0, set()
+    for path in glob.glob(os.path.join(str(root / "out"), "train", "*.tfrecord*")):
+        ids = [r["user_id"] for r in parse_all(
+            [d.numpy() for d in tf.data.TFRecordDataset(path, compression_type="GZIP")])]
+        users.update(ids)
+        same += sum(a == b for a, b in zip(ids, ids[1:]))
+        pairs += len(ids) - 1
+    assert len(users) == cfg.synth.users and pairs > 200
+    # 6 users: about 1/6 of neighbours share a user under a random order; sorted shards
+    # would give more than 0.95.
+    assert same / pairs < 0.35, same / pairs
+
+
 def _dense_reference(reqs, tasks):
     width_h = max(1, max(len(r["hist_item_id"]) for r in reqs))
     width_t = max(len(r["tgt_item_id"]) for r in reqs)

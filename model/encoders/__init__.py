@@ -38,7 +38,10 @@ def build_encoder(model_cfg, dtype=None, num_user_tokens: int = 0) -> SequenceEn
                           "it is supported by " + ", ".join(map(repr, RECOMPUTE_ENCODERS)))
     if name == "stca":
         return STCAEncoder(d, model_cfg.num_heads, model_cfg.num_layers, model_cfg.ffn_mult,
-                           recompute=model_cfg.recompute, **common)
+                           recompute=model_cfg.recompute,
+                           num_match_fields=len(model_cfg.id_match),
+                           match_bias_init=model_cfg.id_match_init,
+                           attention_sink=model_cfg.attention_sink, **common)
     if name == "longer":
         cfg = model_cfg.longer
         return LongerEncoder(d, model_cfg.num_heads, merge_k=cfg.merge_k,

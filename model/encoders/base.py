@@ -19,6 +19,10 @@ defaults to `score(encode_user(...))` and encoders override it to order work for
 (e.g. STCA interleaves its per-layer view and attention so recomputation can drop each
 layer's activations).
 
+Encoders with `supports_id_match` also take `id_match` ([B, M, F, L] bool, which history
+events share the target's item / author ID, `model.layers.id_match`) in call and score;
+the model builds it from raw IDs (kept in the cache for serving). The others ignore it.
+
 Every encoder also receives the model's target-independent user tokens ([B, U, d], keyword
 `user_tokens` of encode_user and call); LONGER uses them as global tokens, the others
 ignore them. LONGER's encode_user merges the history and caches the keys / values of every
@@ -43,6 +47,8 @@ class SequenceEncoder(keras.layers.Layer):
 
     # Encoders with per-layer history blocks that `recompute` can wrap set this.
     supports_recompute = False
+    # Encoders whose attention reads the target-history ID matches set this.
+    supports_id_match = False
 
     def __init__(self, d_model: int, **kwargs):
         super().__init__(**kwargs)
@@ -55,19 +61,20 @@ class SequenceEncoder(keras.layers.Layer):
         encoders may ignore) -> dict of target-independent tensors."""
         raise NotImplementedError
 
-    def score(self, cache: dict, targets, training=None) -> tf.Tensor:
-        """cache (+ "hist_len") and targets [B, M, d] -> z [B, M, d]."""
+    def score(self, cache: dict, targets, training=None, id_match=None) -> tf.Tensor:
+        """cache (+ "hist_len") and targets [B, M, d] (+ id_match) -> z [B, M, d]."""
         raise NotImplementedError
 
     def cache_spec(self) -> dict:
         """name -> tf.TensorSpec of every tensor encode_user returns."""
         raise NotImplementedError
 
-    def call(self, events, history_mask, targets, user_tokens=None, training=None):
+    def call(self, events, history_mask, targets, user_tokens=None, training=None,
+             id_match=None):
         cache = dict(self.encode_user(events, history_mask, user_tokens=user_tokens,
                                       training=training))
         cache[HIST_LEN] = tf.reduce_sum(tf.cast(history_mask, tf.int32), axis=-1)
-        return self.score(cache, targets, training=training)
+        return self.score(cache, targets, training=training, id_match=id_match)
 
     # Helpers for subclasses.
     @staticmethod

@@ -43,7 +43,7 @@ class DINEncoder(SequenceEncoder):
         events = tf.cast(events, self.compute_dtype)
         return {HISTORY_EVENTS: events, HISTORY_KEYS: self.attention.project_history(events)}
 
-    def score(self, cache, targets, training=None):
+    def score(self, cache, targets, training=None, id_match=None):
         events = self.cast_cache(cache[HISTORY_EVENTS])
         history_mask = self.history_mask(cache, tf.shape(events)[1])
         return self.attention.attend(events, self.cast_cache(cache[HISTORY_KEYS]), targets,

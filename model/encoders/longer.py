@@ -176,7 +176,8 @@ class LongerEncoder(SequenceEncoder):
         return self._pad_groups(self.merge.group_mask(history_mask))
 
     # ------------------------------------------------------------ training: joint pass
-    def call(self, events, history_mask, targets, user_tokens=None, training=None):
+    def call(self, events, history_mask, targets, user_tokens=None, training=None,
+             id_match=None):
         events = tf.cast(events, self.compute_dtype)
         targets = tf.cast(targets, self.compute_dtype)
         globals_ = self._globals(user_tokens, tf.shape(events)[0])
@@ -222,7 +223,7 @@ class LongerEncoder(SequenceEncoder):
                 short = layer.attend(short, keys, values, short_mask)
         return {SEQUENCE_KV: sequence_kv, SHORT_KV: tf.stack(short_kv, axis=1)}
 
-    def score(self, cache, targets, training=None):
+    def score(self, cache, targets, training=None, id_match=None):
         sequence_kv = self.cast_cache(cache[SEQUENCE_KV])
         short_kv = self.cast_cache(cache[SHORT_KV])
         p0, k = self.num_globals, self.recent_k

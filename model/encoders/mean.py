@@ -27,7 +27,7 @@ class MeanEncoder(SequenceEncoder):
     def encode_user(self, events, history_mask, user_tokens=None, training=None):
         return {HISTORY_MEAN: masked_mean(tf.cast(events, self.compute_dtype), history_mask)}
 
-    def score(self, cache, targets, training=None):
+    def score(self, cache, targets, training=None, id_match=None):
         pooled = self.cast_cache(cache[HISTORY_MEAN])
         return tf.broadcast_to(pooled[:, None, :], tf.shape(targets))
 

@@ -20,7 +20,7 @@ class STCAEncoder(SequenceEncoder):
 
         X~(i) = LN(SwiGLU_i(X))                                   user side, per layer
         q(1) = LN(SwiGLU(x_t)),  q(i) = LN(SwiGLU([o(1)..o(i-1); x_t] W_C))
-        o(i) = STCAAttention_i(X~(i), q(i))                       per target
+        o(i) = STCAAttention_i(X~(i), q(i) [, ID matches])        per target
         z = SwiGLU([o(1)..o(N); x_t] W_Z)
 
     History tokens are never updated by attention, so all X~(i) are computed once per
@@ -32,8 +32,12 @@ class STCAEncoder(SequenceEncoder):
       ffn_mult: SwiGLU inner width multiplier.
       recompute: in `call` (training), recompute each layer's view + attention in the
         backward pass instead of keeping its [B, L, d]-sized activations.
+      num_match_fields: F ID fields of the ID-match attention prior (0: off); see
+        `STCAAttention`. match_bias_init: its initial logit bonus.
+      attention_sink: a learned sink logit per head and layer (`STCAAttention`).
 
-    Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d].
+    Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d], and
+    id_match [B, M, F, L] bool when num_match_fields > 0.
     Output: z [B, M, d].
 
     Example:
@@ -43,16 +47,23 @@ class STCAEncoder(SequenceEncoder):
     """
 
     supports_recompute = True
+    supports_id_match = True
 
     def __init__(self, d_model: int, num_heads: int = 4, num_layers: int = 3,
-                 ffn_mult: int = 2, recompute: bool = False, **kwargs):
+                 ffn_mult: int = 2, recompute: bool = False, num_match_fields: int = 0,
+                 match_bias_init: float = 4.0, attention_sink: bool = False, **kwargs):
         super().__init__(d_model, **kwargs)
         check_positive(num_heads=num_heads, num_layers=num_layers, ffn_mult=ffn_mult)
         check_heads_divide(d_model, num_heads)
+        if num_match_fields < 0:
+            raise ValueError(f"num_match_fields must be >= 0, got {num_match_fields}")
         self.num_heads = num_heads
         self.num_layers = num_layers
         self.ffn_mult = ffn_mult
         self.recompute = bool(recompute)
+        self.num_match_fields = int(num_match_fields)
+        self.match_bias_init = float(match_bias_init)
+        self.attention_sink = bool(attention_sink)
 
     def build(self, input_shape=None):
         d, n, policy = self.d_model, self.num_layers, self.dtype_policy
@@ -61,7 +72,9 @@ class STCAEncoder(SequenceEncoder):
                       for i in range(n)]
         self.queries = [TokenFusion(d, i + 1, self.ffn_mult, normalize=True, dtype=policy,
                                     name=f"query_{i}") for i in range(n)]
-        self.attentions = [STCAAttention(d, self.num_heads, dtype=policy, name=f"attention_{i}")
+        self.attentions = [STCAAttention(d, self.num_heads, self.num_match_fields,
+                                         self.match_bias_init, self.attention_sink,
+                                         dtype=policy, name=f"attention_{i}")
                            for i in range(n)]
         self.output_token = TokenFusion(d, n + 1, self.ffn_mult, normalize=False,
                                         dtype=policy, name="output_token")
@@ -73,33 +86,36 @@ class STCAEncoder(SequenceEncoder):
         self.output_token.build([token] * (n + 1))
         super().build(input_shape)
 
-    def _layer_block(self, i, history_mask):
+    def _layer_block(self, i, history_mask, id_match):
         """(events, queries) -> o(i); the unit that recomputation wraps."""
         def block(events, queries):
-            return self.attentions[i](self.views[i](events), queries, history_mask)
+            return self.attentions[i](self.views[i](events), queries, history_mask,
+                                      id_match=id_match)
         return recompute(block) if self.recompute else block
 
-    def call(self, events, history_mask, targets, user_tokens=None, training=None):
+    def call(self, events, history_mask, targets, user_tokens=None, training=None,
+             id_match=None):
         # View and attention are interleaved per layer so a layer's activations can be
         # dropped (recompute) before the next layer runs.
         events = tf.cast(events, self.compute_dtype)
         outputs = []
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
-            outputs.append(self._layer_block(i, history_mask)(events, queries))
+            outputs.append(self._layer_block(i, history_mask, id_match)(events, queries))
         return self.output_token(outputs + [targets])
 
     def encode_user(self, events, history_mask, user_tokens=None, training=None):
         events = tf.cast(events, self.compute_dtype)
         return {HISTORY_VIEWS: tf.stack([view(events) for view in self.views], axis=1)}
 
-    def score(self, cache, targets, training=None):
+    def score(self, cache, targets, training=None, id_match=None):
         views = self.cast_cache(cache[HISTORY_VIEWS])
         history_mask = self.history_mask(cache, tf.shape(views)[2])
         outputs = []
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
-            outputs.append(self.attentions[i](views[:, i], queries, history_mask))
+            outputs.append(self.attentions[i](views[:, i], queries, history_mask,
+                                              id_match=id_match))
         return self.output_token(outputs + [targets])
 
     def cache_spec(self):
@@ -109,4 +125,5 @@ class STCAEncoder(SequenceEncoder):
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "num_layers": self.num_layers, "ffn_mult": self.ffn_mult,
-                "recompute": self.recompute}
+                "recompute": self.recompute, "num_match_fields": self.num_match_fields,
+                "match_bias_init": self.match_bias_init, "attention_sink": self.attention_sink}

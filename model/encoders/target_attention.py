@@ -41,7 +41,7 @@ class TargetAttentionEncoder(SequenceEncoder):
         keys, values = self.attention.project_history(tf.cast(events, self.compute_dtype))
         return {HISTORY_KEYS: keys, HISTORY_VALUES: values}
 
-    def score(self, cache, targets, training=None):
+    def score(self, cache, targets, training=None, id_match=None):
         keys, values = self.cast_cache(cache[HISTORY_KEYS]), self.cast_cache(cache[HISTORY_VALUES])
         history_mask = self.history_mask(cache, tf.shape(keys)[2])
         return self.attention.attend(keys, values, targets, history_mask)

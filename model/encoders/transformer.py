@@ -57,7 +57,7 @@ class TransformerEncoder(SequenceEncoder):
     def encode_user(self, events, history_mask, user_tokens=None, training=None):
         return {HISTORY_EVENTS: tf.cast(events, self.compute_dtype)}
 
-    def score(self, cache, targets, training=None):
+    def score(self, cache, targets, training=None, id_match=None):
         events = self.cast_cache(cache[HISTORY_EVENTS])
         targets = tf.cast(targets, self.compute_dtype)
         batch, length = tf.shape(events)[0], tf.shape(events)[1]

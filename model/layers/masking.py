@@ -21,20 +21,35 @@ def length_mask(lengths: tf.Tensor, width) -> tf.Tensor:
     return tf.sequence_mask(tf.minimum(tf.cast(lengths, tf.int32), width), width)
 
 
-def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1) -> tf.Tensor:
+def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
+                   sink: tf.Tensor | None = None) -> tf.Tensor:
     """Exact softmax over the valid positions of `axis`, always computed in float32.
+
+    With `sink`, the normaliser also counts one extra position with that logit and a zero
+    value ("attention sink"): w_j = exp(s_j) / (exp(sink) + sum_k exp(s_k)). The weights
+    then sum to less than 1 when no position scores above the sink, so how much matching
+    evidence the history holds survives the normalisation.
 
     Args:
       scores: float tensor of any float dtype.
       mask: bool tensor broadcastable to `scores`.
-      axis: the axis normalized over.
+      axis: the axis normalized over (the last one when `sink` is given).
+      sink: optional float logits broadcastable to `scores` without `axis`
+        (e.g. one per head).
 
     Returns:
       float32 weights; rows without a valid position (empty histories) are all zeros.
     """
     scores = tf.cast(scores, tf.float32)
     mask = tf.broadcast_to(tf.cast(mask, tf.bool), tf.shape(scores))
-    weights = tf.nn.softmax(tf.where(mask, scores, _MASKED_SCORE), axis=axis)
+    scores = tf.where(mask, scores, _MASKED_SCORE)
+    if sink is None:
+        weights = tf.nn.softmax(scores, axis=axis)
+    else:
+        if axis not in (-1, scores.shape.rank - 1):
+            raise ValueError("masked_softmax: a sink needs axis=-1")
+        sink = tf.broadcast_to(tf.cast(sink, tf.float32)[..., None], tf.shape(scores[..., :1]))
+        weights = tf.nn.softmax(tf.concat([sink, scores], axis=-1), axis=-1)[..., 1:]
     return weights * tf.cast(mask, tf.float32)
 
 

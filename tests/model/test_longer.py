@@ -15,7 +15,7 @@ from model.layers.longer_attention import LongerAttention
 from model.layers.token_merge import TokenMerge
 from pipeline import features
 from pipeline.config import ConfigError, LongerConfig
-from layer_checks import assert_config_round_trip
+from layer_checks import REORDER_ATOL, assert_config_round_trip
 from model_helpers import TASKS, random_requests, tiny_config
 
 D = 8
@@ -101,7 +101,7 @@ def test_candidates_never_reach_the_user_side(monkeypatch):
     user_side = list(outputs)
     assert len(user_side) == 2  # layer 1 and layer 2 update the short set; layer 3 caches
     for a, b in zip(joint[:-1], user_side):
-        np.testing.assert_allclose(a[:, m:], b, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a[:, m:], b, rtol=0, atol=REORDER_ATOL)
     again = encoder.encode_user(events, mask, user_tokens=users)
     for key in cache:
         np.testing.assert_array_equal(cache[key], again[key])
@@ -117,10 +117,10 @@ def test_padding_and_other_candidates_have_no_influence():
     np.testing.assert_array_equal(z_noisy, z)
     wider = tf.concat([events, tf.ones([3, 7, D])], axis=1)        # more padding
     z_wide = encoder(wider, tf.pad(mask, [[0, 0], [0, 7]]), targets, user_tokens=users)
-    np.testing.assert_allclose(z_wide, z, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(z_wide, z, rtol=0, atol=REORDER_ATOL)
     changed = tf.concat([targets[:, :1], targets[:, 1:] * -3.0 + 1.0], axis=1)
     z_changed = encoder(events, mask, changed, user_tokens=users).numpy()
-    np.testing.assert_allclose(z_changed[:, 0], z[:, 0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(z_changed[:, 0], z[:, 0], rtol=0, atol=REORDER_ATOL)
     assert _differs(z_changed[:, 1], z[:, 1])
 
 

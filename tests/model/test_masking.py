@@ -20,6 +20,22 @@ def test_masked_softmax_is_exact_over_valid_positions_and_zero_for_empty_rows():
     np.testing.assert_array_equal(weights[1], [0.0, 0.0, 0.0])
 
 
+def test_masked_softmax_with_a_sink_counts_one_zero_value_position():
+    scores = tf.constant([[[3.0, 1.0, 50.0], [1.0, 2.0, 3.0]]])        # [1, 2, 3]
+    mask = tf.constant([[True, True, False]])
+    sink = tf.constant([[0.5, -2.0]])                                 # one logit per row
+    weights = masked_softmax(scores, mask[:, None, :], sink=sink).numpy()
+    for row, s in enumerate([0.5, -2.0]):
+        valid = scores.numpy()[0, row, :2]
+        expected = np.exp(valid) / (np.exp(s) + np.exp(valid).sum())
+        np.testing.assert_allclose(weights[0, row, :2], expected, rtol=1e-6)
+        assert weights[0, row, 2] == 0.0
+    assert np.all(weights.sum(-1) < 1.0)
+    # An empty history gives all weight to the sink: zeros, as without a sink.
+    empty = masked_softmax(scores, tf.zeros([1, 1, 3], tf.bool), sink=sink).numpy()
+    np.testing.assert_array_equal(empty, np.zeros_like(empty))
+
+
 def test_masked_softmax_runs_in_float32_and_has_finite_gradients_for_empty_rows():
     scores = tf.Variable(tf.zeros([2, 4], tf.bfloat16))
     mask = tf.constant([[True, False, True, False], [False] * 4])

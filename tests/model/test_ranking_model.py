@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 import model  # noqa: F401
+from layer_checks import REORDER_ATOL
 from model import build_model
 from model.encoders import EncoderNotImplementedError
 from model.ranking_model import RankingModel
@@ -35,7 +36,7 @@ def test_padding_has_no_influence(encoder):
     noisy = {k: tf.constant(v) for k, v in noisy.items()}
     assert np.isfinite(base).all()
     np.testing.assert_allclose(valid_logits(net(noisy), inputs), valid_logits(base, inputs),
-                               rtol=0, atol=1e-6)
+                               rtol=0, atol=REORDER_ATOL)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -45,7 +46,7 @@ def test_a_target_score_does_not_depend_on_the_other_targets(encoder):
     changed = dict(inputs)
     for name in ("tgt_item_id", "tgt_author_id"):
         changed[name] = tf.concat([inputs[name][:, :1], inputs[name][:, 1:] + 12345], axis=1)
-    np.testing.assert_allclose(net(changed)[:, 0], net(inputs)[:, 0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(net(changed)[:, 0], net(inputs)[:, 0], rtol=0, atol=REORDER_ATOL)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

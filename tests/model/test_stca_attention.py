@@ -4,11 +4,12 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.stca_attention import STCAAttention
-from layer_checks import assert_config_round_trip
+from layer_checks import REORDER_ATOL, assert_config_round_trip
 
 
-def naive_attention(layer, view, queries, mask):
-    """Textbook multi-head attention with explicit [L, d] K / V projections (float64)."""
+def naive_attention(layer, view, queries, mask, match=None):
+    """Textbook multi-head attention with explicit [L, d] K / V projections (float64),
+    plus the ID-match logit bonus and the sink when the layer has them."""
     w_q, w_k, w_v, w_o = (w.numpy().astype(np.float64) for w in (
         layer.query_kernel, layer.key_kernel, layer.value_kernel, layer.output_kernel))
     x, q = view.astype(np.float64), queries.astype(np.float64)
@@ -18,11 +19,19 @@ def naive_attention(layer, view, queries, mask):
     values = (x @ w_v).reshape(batch, length, h, dh)
     query = (q @ w_q).reshape(batch, q.shape[1], h, dh)
     scores = np.einsum("bmhk,blhk->bmhl", query, keys) / np.sqrt(dh)
+    if match is not None:
+        beta = layer.match_bias.numpy().astype(np.float64)                   # [F, h]
+        scores = scores + np.einsum("bmfl,fh->bmhl", match.astype(np.float64), beta)
     valid = mask[:, None, None, :]
     scores = np.where(valid, scores, -np.inf)
     top = np.max(np.where(valid, scores, -1e300), axis=-1, keepdims=True)
+    sink = None
+    if layer.sink_logit is not None:
+        sink = layer.sink_logit.numpy().astype(np.float64)[None, None, :, None]
+        top = np.maximum(top, sink)
     weights = np.where(valid, np.exp(scores - top), 0.0)
-    weights = weights / np.maximum(weights.sum(-1, keepdims=True), 1e-300)  # empty rows -> 0
+    total = weights.sum(-1, keepdims=True) + (np.exp(sink - top) if sink is not None else 0)
+    weights = weights / np.maximum(total, 1e-300)                            # empty rows -> 0
     heads = np.einsum("bmhl,blhk->bmhk", weights, values)
     return heads.reshape(batch, q.shape[1], h * dh) @ w_o
 
@@ -41,6 +50,56 @@ def test_matches_naive_kv_attention(length, targets, heads):
     np.testing.assert_array_equal(out[2], np.zeros((targets, d)))  # empty history: zeros
 
 
+@pytest.mark.parametrize("fields,sink", [(2, False), (0, True), (2, True), (1, True)])
+def test_id_match_bonus_and_sink_match_the_naive_reference(fields, sink):
+    rng = np.random.default_rng(fields + 10 * sink)
+    d, heads, batch, length, targets = 16, 4, 3, 19, 5
+    view = rng.normal(size=(batch, length, d)).astype(np.float32)
+    queries = rng.normal(size=(batch, targets, d)).astype(np.float32)
+    mask = np.arange(length)[None, :] < np.array([length, 6, 0])[:, None]
+    match = rng.random((batch, targets, fields, length)) < 0.2
+    layer = STCAAttention(d, heads, num_match_fields=fields, attention_sink=sink)
+    layer.build(None)
+    # Distinct values per field and head, so a swapped axis would show.
+    if fields:
+        layer.match_bias.assign(rng.normal(2.0, 1.0, size=(fields, heads)))
+    if sink:
+        layer.sink_logit.assign(rng.normal(size=heads))
+    out = layer(view, queries, mask, id_match=match if fields else None).numpy()
+    expected = naive_attention(layer, view, queries, mask, match if fields else None)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_array_equal(out[2], np.zeros((targets, d)))  # empty history: zeros
+
+
+def test_id_match_bonus_moves_the_weight_onto_matching_events():
+    """With no learned preference yet (zero query kernel: every score is 0), the bonus
+    alone puts exp(b) / (3 exp(b) + 197 + 1) of the weight on each of 3 matching events
+    out of 200 (the 1 is the sink at logit 0)."""
+    rng = np.random.default_rng(3)
+    layer = STCAAttention(16, 4, num_match_fields=1, match_bias_init=8.0, attention_sink=True)
+    layer.build(None)
+    layer.query_kernel.assign(np.zeros((16, 16)))
+    layer.value_kernel.assign(np.eye(16))                  # o = alpha X~: read the weights
+    layer.output_kernel.assign(np.eye(16))
+    view = rng.normal(size=(1, 200, 16)).astype(np.float32)
+    match = np.zeros((1, 1, 1, 200), bool)
+    match[..., [7, 90, 150]] = True
+    out = layer(view, rng.normal(size=(1, 1, 16)).astype(np.float32),
+                np.ones((1, 200), bool), id_match=match).numpy()[0, 0]
+    w_match = np.exp(8.0) / (3 * np.exp(8.0) + 197 + 1)
+    w_other = 1.0 / (3 * np.exp(8.0) + 197 + 1)
+    expected = w_match * view[0, [7, 90, 150]].sum(0) + w_other * (
+        view[0].sum(0) - view[0, [7, 90, 150]].sum(0))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert 3 * w_match > 0.97
+
+
+def test_id_match_is_required_when_the_layer_has_match_fields():
+    layer = STCAAttention(8, 2, num_match_fields=2)
+    with pytest.raises(ValueError, match="id_match is required"):
+        layer(tf.zeros([1, 3, 8]), tf.zeros([1, 2, 8]), tf.ones([1, 3], tf.bool))
+
+
 def test_padding_and_other_targets_have_no_influence():
     rng = np.random.default_rng(1)
     view = rng.normal(size=(2, 9, 8)).astype(np.float32)
@@ -53,7 +112,8 @@ def test_padding_and_other_targets_have_no_influence():
     np.testing.assert_array_equal(layer(noisy_view, queries, mask).numpy(), base)
     other = queries.copy()
     other[:, 1:] = rng.normal(size=(2, 3, 8))
-    np.testing.assert_allclose(layer(view, other, mask).numpy()[:, 0], base[:, 0], atol=1e-6)
+    np.testing.assert_allclose(layer(view, other, mask).numpy()[:, 0], base[:, 0],
+                               atol=REORDER_ATOL)
 
 
 def test_no_key_value_projection_of_the_history_is_built():
@@ -71,5 +131,8 @@ def test_no_key_value_projection_of_the_history_is_built():
 def test_round_trip_and_argument_checks():
     mask = tf.constant([[True, False]])
     assert_config_round_trip(STCAAttention(4, 2), tf.ones([1, 2, 4]), tf.ones([1, 3, 4]), mask)
+    match = tf.constant(np.random.default_rng(0).random((1, 3, 2, 2)) < 0.5)
+    assert_config_round_trip(STCAAttention(4, 2, 2, 3.0, True), tf.ones([1, 2, 4]),
+                             tf.ones([1, 3, 4]), mask, id_match=match)
     with pytest.raises(ValueError, match="must divide"):
         STCAAttention(6, 4)

@@ -95,7 +95,10 @@ def test_signature_contract_dense_and_named(export_f32):
     assert contract["encode_user"]["outputs"] == {
         "cache_history_views": {"dtype": "float32", "shape": [-1, 2, -1, 16]},
         "cache_user_tokens": {"dtype": "float32", "shape": [-1, 2, 16]},
-        "cache_hist_len": {"dtype": "int32", "shape": [-1]}}
+        "cache_hist_len": {"dtype": "int32", "shape": [-1]},
+        # Raw history IDs for the ID-match attention prior (model.id_match).
+        "cache_hist_item_id": {"dtype": "int64", "shape": [-1, -1]},
+        "cache_hist_author_id": {"dtype": "int64", "shape": [-1, -1]}}
     assert set(contract["score_candidates"]["inputs"]) == (
         set(contract["encode_user"]["outputs"]) | set(features.CANDIDATE_INPUTS))
     for sig in saved.values():  # no ragged / composite tensors anywhere
@@ -136,7 +139,8 @@ def test_bfloat16_cache_halves_bytes_within_tolerance(export_f32, export_bf16, b
     cache32, cache16 = call(f32["encode_user"], user), call(bf16["encode_user"], user)
     assert cache16["cache_history_views"].dtype.name == "bfloat16"
     assert cache16["cache_hist_len"].dtype == np.int32
-    float_bytes = lambda c: sum(v.nbytes for k, v in c.items() if k != "cache_hist_len")  # noqa
+    float_bytes = lambda c: sum(v.nbytes for v in c.values()  # noqa: E731
+                                if v.dtype.kind == "f" or v.dtype.name == "bfloat16")
     assert float_bytes(cache16) * 2 == float_bytes(cache32)
     direct = call(bf16["serving_default"], batch)
     cached = call(bf16["score_candidates"], {**cache16, **cands})

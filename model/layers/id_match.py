@@ -1,0 +1,33 @@
+"""Exact ID matches between each target and each history event (attention priors)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+# model.id_match names (pipeline.config.ID_MATCH_FIELDS) -> (history input, target input).
+ID_MATCH_INPUTS = {"item": ("hist_item_id", "tgt_item_id"),
+                   "author": ("hist_author_id", "tgt_author_id")}
+
+
+def id_match(history_ids: Sequence[tf.Tensor], target_ids: Sequence[tf.Tensor]) -> tf.Tensor:
+    """match[b, m, f, j] = (target m of row b has the same ID f as history event j).
+
+    Raw int64 IDs are compared, not hashed buckets, so embedding-table collisions never
+    count as matches. Padded history positions may match (ID 0); attention masks them.
+
+    Args:
+      history_ids: F tensors [B, L] int64.
+      target_ids: F tensors [B, M] int64, in the same field order.
+
+    Returns:
+      [B, M, F, L] bool.
+
+    Example:
+        match = id_match([hist_item, hist_author], [tgt_item, tgt_author])   # [B, M, 2, L]
+    """
+    if len(history_ids) != len(target_ids) or not history_ids:
+        raise ValueError(f"need the same non-zero number of history and target ID fields, "
+                         f"got {len(history_ids)} and {len(target_ids)}")
+    return tf.stack([tf.equal(tf.cast(t, tf.int64)[:, :, None], tf.cast(h, tf.int64)[:, None, :])
+                     for h, t in zip(history_ids, target_ids)], axis=2)

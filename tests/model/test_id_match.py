@@ -1,0 +1,27 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model  # noqa: F401
+from model.layers.id_match import id_match
+
+
+def test_matches_a_python_loop_over_raw_ids():
+    rng = np.random.default_rng(0)
+    # Large raw IDs that agree modulo a typical bucket count must not match.
+    hist = [rng.integers(0, 5, size=(2, 9)) * 200_003 + 7, rng.integers(0, 4, size=(2, 9))]
+    tgt = [rng.integers(0, 5, size=(2, 3)) * 200_003 + 7, rng.integers(0, 4, size=(2, 3))]
+    out = id_match([tf.constant(h, tf.int64) for h in hist],
+                   [tf.constant(t, tf.int64) for t in tgt]).numpy()
+    assert out.shape == (2, 3, 2, 9) and out.dtype == bool
+    for b in range(2):
+        for m in range(3):
+            for f in range(2):
+                for j in range(9):
+                    assert out[b, m, f, j] == (tgt[f][b, m] == hist[f][b, j])
+    assert out.any() and not out.all()
+
+
+def test_field_counts_must_agree():
+    with pytest.raises(ValueError, match="same non-zero number"):
+        id_match([tf.zeros([1, 2], tf.int64)], [])

@@ -148,6 +148,40 @@ def patch_stca(encoder, spec):
             att.key_kernel.assign(att.query_kernel)
 
 
+class FeatureModelMixin:
+    """References without learned matching: logits from the count of exact author matches
+    (with a positive action / any), or exact-match attention over action embeddings."""
+
+    def call(self, inputs, training=False):
+        length = tf.shape(inputs["hist_item_id"])[1]
+        valid = tf.sequence_mask(inputs["hist_len"], length)
+        match = tf.equal(inputs["tgt_author_id"][:, :, None],
+                         inputs["hist_author_id"][:, None, :])
+        match = tf.logical_and(match, valid[:, None, :])
+        if self.kind == "count":
+            positive = tf.logical_and(match, (inputs["hist_action"] > 0)[:, None, :])
+            counts = [tf.reduce_sum(tf.cast(x, tf.float32), -1) for x in (positive, match)]
+            return self.readout(tf.math.log1p(tf.stack(counts, -1)))
+        scores = tf.where(valid[:, None, :], tf.where(match, self.beta, 0.0), -1e30)
+        sink = tf.zeros_like(scores[..., :1]) + self.sink
+        alpha = tf.nn.softmax(tf.concat([sink, scores], -1), -1)[..., 1:]
+        pooled = tf.matmul(alpha, self.embedding.action(inputs["hist_action"]))
+        return self.readout(tf.concat([pooled, tf.reduce_sum(alpha, -1, keepdims=True)], -1))
+
+
+def build_feature_model(cfg, kind):
+    from model.ranking_model import RankingModel
+    model = type("FeatureModel", (FeatureModelMixin, RankingModel), {})(cfg.model, cfg.tasks)
+    model.kind = kind
+    model.embedding.build(None)
+    model.readout = keras.Sequential([keras.layers.Dense(32, activation="relu"),
+                                      keras.layers.Dense(len(cfg.tasks))])
+    model.beta = tf.Variable(0.0, name="beta")
+    model.sink = tf.Variable(0.0, name="sink")
+    model.built = True
+    return model
+
+
 def build_variant(cfg, spec: dict):
     """The project's RankingModel with the pieces named in `spec` swapped for reference ones."""
     mc = cfg.model

@@ -109,7 +109,7 @@ ENCODER_RUNS = {
 }
 
 
-def prepare_data(dataset: str, root: str, s: dict) -> dict:
+def prepare_data(dataset: str, root: str, s: dict, pointwise: bool = True) -> dict:
     data = {"request": os.path.join(root, "data"), "pointwise": os.path.join(root, "pointwise")}
     if dataset == "synth":
         raw = os.path.join(root, "raw")
@@ -120,6 +120,8 @@ def prepare_data(dataset: str, root: str, s: dict) -> dict:
         source = ["--input", MOVIELENS, "--format", "movielens"]
     stca("preprocess", *source, "--out", data["request"], *sets(s["data"]),
          done=os.path.exists(os.path.join(data["request"], "stats.json")))
+    if not pointwise:
+        return data
     # Point-wise records copy the history per impression: cap it at the length (d) uses.
     stca("preprocess", *source, "--out", data["pointwise"], "--layout", "pointwise",
          *sets(s["data"] + [f"data.max_history={s['compare_len']}"]),
@@ -285,7 +287,7 @@ def main(argv=None) -> int:
     parts = [args.only] if args.only else ["ablation", "synth", "movielens"]
     if "ablation" in parts:  # on the synthetic data of section a
         data = prepare_data("synth", os.path.join(args.out, "synth"),
-                            settings("synth", args.quick))
+                            settings("synth", args.quick), pointwise=False)
         results["ablation"] = run_ablation(os.path.join(args.out, "ablation"), data["request"])
         results["ablation"]["commands"] = list(COMMANDS)
         COMMANDS.clear()

@@ -51,7 +51,7 @@ class STCAEncoder(SequenceEncoder):
 
     def __init__(self, d_model: int, num_heads: int = 4, num_layers: int = 3,
                  ffn_mult: int = 2, recompute: bool = False, num_match_fields: int = 0,
-                 match_bias_init: float = 4.0, attention_sink: bool = False, **kwargs):
+                 match_bias_init: float = 8.0, attention_sink: bool = False, **kwargs):
         super().__init__(d_model, **kwargs)
         check_positive(num_heads=num_heads, num_layers=num_layers, ffn_mult=ffn_mult)
         check_heads_divide(d_model, num_heads)

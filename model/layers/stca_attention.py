@@ -56,7 +56,7 @@ class STCAAttention(keras.layers.Layer):
     """
 
     def __init__(self, d_model: int, num_heads: int, num_match_fields: int = 0,
-                 match_bias_init: float = 4.0, attention_sink: bool = False,
+                 match_bias_init: float = 8.0, attention_sink: bool = False,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         check_positive(d_model=d_model, num_heads=num_heads)

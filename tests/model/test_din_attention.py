@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.din_attention import DINAttention
-from layer_checks import assert_config_round_trip
+from layer_checks import REFERENCE_ATOL, assert_config_round_trip
 
 
 def test_decomposed_first_layer_equals_explicit_concatenation():
@@ -25,7 +25,7 @@ def test_decomposed_first_layer_equals_explicit_concatenation():
     scores = np.where(mask[:, None], hidden[..., 0], -np.inf)
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
-    np.testing.assert_allclose(out, weights @ events, atol=1e-5)
+    np.testing.assert_allclose(out, weights @ events, atol=REFERENCE_ATOL)
 
 
 def test_round_trip_and_argument_checks():

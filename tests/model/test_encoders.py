@@ -5,7 +5,7 @@ import tensorflow as tf
 import model  # noqa: F401
 from model.encoders import (HIST_LEN, DINEncoder, LongerEncoder, MeanEncoder, STCAEncoder,
                             TargetAttentionEncoder, TransformerEncoder, build_encoder)
-from layer_checks import REORDER_ATOL, assert_config_round_trip
+from layer_checks import REORDER_ATOL, SAME_PATH_ATOL, assert_config_round_trip
 from model_helpers import tiny_config
 
 ENCODERS = [lambda: STCAEncoder(8, 2, 2), lambda: LongerEncoder(8, 2, merge_k=2, recent_k=2),
@@ -51,7 +51,8 @@ def test_stca_z_follows_the_query_fusion_equations():
     for i in range(3):
         q = encoder.queries[i](outputs + [targets])            # q(1) = LN(SwiGLU(x_t)), ...
         outputs.append(encoder.attentions[i](encoder.views[i](events), q, mask))
-    np.testing.assert_allclose(z, encoder.output_token(outputs + [targets]), atol=1e-6)
+    np.testing.assert_allclose(z, encoder.output_token(outputs + [targets]),
+                               atol=SAME_PATH_ATOL)
     assert encoder.queries[0].project is None and encoder.queries[2].num_inputs == 3
     assert not encoder.output_token.normalize
 

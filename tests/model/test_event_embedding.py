@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.event_embedding import EventEmbedding, time_delta_bucket
-from layer_checks import assert_config_round_trip
+from layer_checks import SAME_PATH_ATOL, assert_config_round_trip
 from model_helpers import REQUEST_TS, random_requests
 
 
@@ -35,11 +35,11 @@ def test_history_and_target_tokens_follow_the_equations():
                           layer.author(inputs["hist_author_id"]),
                           layer.time(time_delta_bucket(inputs["request_ts"], inputs["hist_ts"],
                                                        16, 2.0))], -1)
-    np.testing.assert_allclose(history, item + layer.event_ffn(features), atol=1e-6)
+    np.testing.assert_allclose(history, item + layer.event_ffn(features), atol=SAME_PATH_ATOL)
     # Targets reuse the item and author tables.
     t_item = layer.item(inputs["tgt_item_id"])
     t_feat = tf.concat([t_item, layer.author(inputs["tgt_author_id"])], -1)
-    np.testing.assert_allclose(targets, t_item + layer.target_ffn(t_feat), atol=1e-6)
+    np.testing.assert_allclose(targets, t_item + layer.target_ffn(t_feat), atol=SAME_PATH_ATOL)
     assert len(layer.trainable_variables) == 4 + 2 * 2  # 4 tables, 2 SwiGLUs
 
 
@@ -51,7 +51,8 @@ def test_no_absolute_positions_reordering_history_reorders_tokens():
     for name in ("hist_item_id", "hist_author_id", "hist_action", "hist_ts"):
         shuffled[name] = tf.gather(inputs[name], perm, axis=1)
     np.testing.assert_allclose(layer.embed_history(shuffled),
-                               tf.gather(layer.embed_history(inputs), perm, axis=1), atol=1e-6)
+                               tf.gather(layer.embed_history(inputs), perm, axis=1),
+                               atol=SAME_PATH_ATOL)
 
 
 def test_round_trip_and_argument_checks():

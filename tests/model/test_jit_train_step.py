@@ -28,6 +28,8 @@ def test_jit_compiled_step_matches_plain_step(overrides):
     plain, plain_losses = _two_steps(cfg, False, batch, initial)
     jitted, jit_losses = _two_steps(cfg, True, batch, initial)
     # The second loss is after one Adam update: parity of the whole step, not just forward.
+    # XLA fuses ops and reorders reductions, and the difference compounds over the steps
+    # through the weight updates: ~1e-5 relative seen; 1e-4 leaves 10x.
     np.testing.assert_allclose(jit_losses, plain_losses, rtol=1e-4, atol=1e-5)
     worst = max(float(np.max(np.abs(a - b)))
                 for a, b in zip(plain.get_weights(), jitted.get_weights()))

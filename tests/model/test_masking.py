@@ -2,6 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 import model  # noqa: F401
+from layer_checks import REFERENCE_ATOL
 from model.layers.masking import length_mask, masked_attention, masked_mean, masked_softmax
 
 
@@ -62,4 +63,4 @@ def test_masked_attention_matches_numpy():
     scores = np.where(mask[:, None, :], scores, -np.inf)
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
-    np.testing.assert_allclose(out, weights @ v, atol=1e-5)
+    np.testing.assert_allclose(out, weights @ v, atol=REFERENCE_ATOL)

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 import model  # noqa: F401
-from layer_checks import REORDER_ATOL
+from layer_checks import REORDER_ATOL, SAME_PATH_ATOL
 from model import build_model
 from model.encoders import EncoderNotImplementedError
 from model.ranking_model import RankingModel
@@ -56,7 +56,8 @@ def test_request_level_batching_equals_pointwise(encoder):
     pointwise.set_weights(rlb.get_weights())
     inputs, _ = random_requests(batch=3, length=9, num_targets=4, seed=3)
     np.testing.assert_allclose(valid_logits(pointwise(inputs), inputs),
-                               valid_logits(rlb(inputs), inputs), rtol=0, atol=1e-5)
+                               valid_logits(rlb(inputs), inputs), rtol=0,
+                               atol=REORDER_ATOL)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -77,7 +78,8 @@ def test_encode_user_then_score_candidates_equals_call_for_longer_histories(enco
         assert cache[name].dtype == spec.dtype and spec.shape.is_compatible_with(cache[name].shape)
     served = score(cache, {k: inputs[k] for k in features.CANDIDATE_INPUTS})
     np.testing.assert_allclose(valid_logits(served, inputs),
-                               valid_logits(net(inputs), inputs), rtol=0, atol=1e-5)
+                               valid_logits(net(inputs), inputs), rtol=0,
+                               atol=REORDER_ATOL)
 
 
 def test_stca_cache_holds_every_layer_view():
@@ -106,7 +108,7 @@ def test_model_config_round_trip_gives_the_same_model():
     clone.build(None)
     clone.set_weights(net.get_weights())
     inputs, _ = random_requests()
-    np.testing.assert_allclose(clone(inputs), net(inputs), atol=1e-6)
+    np.testing.assert_allclose(clone(inputs), net(inputs), atol=SAME_PATH_ATOL)
     assert clone.clip_norm == 0.5 and clone.task_names == list(TASKS)
 
 

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.rankmixer import RankMixerBlock
-from layer_checks import assert_config_round_trip
+from layer_checks import NORM_ATOL, assert_config_round_trip
 
 
 def _ln(x):
@@ -27,7 +27,7 @@ def test_token_mixing_and_per_token_ffn_match_numpy():
     w1, b1, w2, b2 = (w.numpy() for w in (layer.w1, layer.b1, layer.w2, layer.b2))
     hidden = _gelu(np.einsum("bmtd,tdf->bmtf", x, w1) + b1)
     expected = _ln(np.einsum("bmtf,tfd->bmtd", hidden, w2) + b2 + x)
-    np.testing.assert_allclose(out, expected, atol=1e-4)
+    np.testing.assert_allclose(out, expected, atol=NORM_ATOL)
     assert not np.allclose(w1[0], w1[1])  # every token has its own FFN
 
 

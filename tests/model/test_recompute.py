@@ -66,6 +66,7 @@ def test_recompute_helper_handles_variables_and_tensor_inputs():
             y = tf.reduce_sum(fn(x) ** 2)
         results.append(tape.gradient(y, [x, w]))
     for a, b in zip(*results):
+        # The same eager ops on the same shapes, run twice: equal up to an ulp of O(1) values.
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 

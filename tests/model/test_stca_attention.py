@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.stca_attention import STCAAttention
-from layer_checks import REORDER_ATOL, assert_config_round_trip
+from layer_checks import REFERENCE_ATOL, REORDER_ATOL, SAME_PATH_ATOL, assert_config_round_trip
 
 
 def naive_attention(layer, view, queries, mask, match=None):
@@ -46,7 +46,8 @@ def test_matches_naive_kv_attention(length, targets, heads):
     mask = np.arange(length)[None, :] < lengths[:, None]
     layer = STCAAttention(d, heads)
     out = layer(tf.constant(view), tf.constant(queries), tf.constant(mask)).numpy()
-    np.testing.assert_allclose(out, naive_attention(layer, view, queries, mask), atol=1e-5)
+    np.testing.assert_allclose(out, naive_attention(layer, view, queries, mask),
+                               atol=REFERENCE_ATOL)
     np.testing.assert_array_equal(out[2], np.zeros((targets, d)))  # empty history: zeros
 
 
@@ -67,7 +68,7 @@ def test_id_match_bonus_and_sink_match_the_naive_reference(fields, sink):
         layer.sink_logit.assign(rng.normal(size=heads))
     out = layer(view, queries, mask, id_match=match if fields else None).numpy()
     expected = naive_attention(layer, view, queries, mask, match if fields else None)
-    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(out, expected, atol=REFERENCE_ATOL)
     np.testing.assert_array_equal(out[2], np.zeros((targets, d)))  # empty history: zeros
 
 
@@ -90,7 +91,7 @@ def test_id_match_bonus_moves_the_weight_onto_matching_events():
     w_other = 1.0 / (3 * np.exp(8.0) + 197 + 1)
     expected = w_match * view[0, [7, 90, 150]].sum(0) + w_other * (
         view[0].sum(0) - view[0, [7, 90, 150]].sum(0))
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=SAME_PATH_ATOL)
     assert 3 * w_match > 0.97
 
 

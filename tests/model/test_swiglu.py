@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.swiglu import SwiGLU
-from layer_checks import assert_config_round_trip
+from layer_checks import REFERENCE_ATOL, assert_config_round_trip
 
 
 def test_swiglu_matches_formula():
@@ -16,7 +16,7 @@ def test_swiglu_matches_formula():
     gate = x.numpy() @ w_v
     expected = ((x.numpy() @ w_u) * gate / (1 + np.exp(-gate))) @ layer.down.kernel.numpy()
     assert y.shape == (2, 3, 4) and up_gate.shape == (8, 24)  # inner = ffn_mult * output_dim
-    np.testing.assert_allclose(y, expected, atol=1e-5)
+    np.testing.assert_allclose(y, expected, atol=REFERENCE_ATOL)
 
 
 def test_swiglu_defaults_keep_width_and_round_trip():

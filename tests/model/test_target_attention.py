@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.target_attention import TargetAttention
-from layer_checks import assert_config_round_trip
+from layer_checks import REFERENCE_ATOL, assert_config_round_trip
 
 
 def test_matches_numpy_multi_head_attention():
@@ -23,7 +23,8 @@ def test_matches_numpy_multi_head_attention():
     weights = np.exp(scores - scores.max(-1, keepdims=True)) * mask[:, None, None]
     weights = weights / np.maximum(weights.sum(-1, keepdims=True), 1e-30)  # empty -> 0
     context = np.einsum("bmhl,blhk->bmhk", weights, v).reshape(2, 3, 8)
-    np.testing.assert_allclose(out, context @ layer.out.kernel.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out, context @ layer.out.kernel.numpy(),
+                               atol=REFERENCE_ATOL)
     np.testing.assert_array_equal(out[1], np.zeros((3, 8)))  # empty history
 
 

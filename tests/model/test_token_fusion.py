@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.token_fusion import TokenFusion
-from layer_checks import assert_config_round_trip
+from layer_checks import NORM_ATOL, REFERENCE_ATOL, assert_config_round_trip
 
 
 def _ln(h):
@@ -14,7 +14,8 @@ def _ln(h):
 def test_first_query_has_no_projection():
     x_t = tf.random.stateless_normal([2, 3, 8], seed=[0, 0])
     layer = TokenFusion(8, num_inputs=1)
-    np.testing.assert_allclose(layer([x_t]), _ln(layer.ffn(x_t).numpy()), atol=1e-4)
+    np.testing.assert_allclose(layer([x_t]), _ln(layer.ffn(x_t).numpy()),
+                               atol=NORM_ATOL)
     assert layer.project is None
 
 
@@ -23,7 +24,7 @@ def test_later_queries_project_the_concatenation_and_output_token_skips_norm():
     layer = TokenFusion(8, num_inputs=2, normalize=False)
     concat = tf.concat([o1, x_t], -1)
     np.testing.assert_allclose(layer([o1, x_t]), layer.ffn(concat @ layer.project.kernel),
-                               atol=1e-5)
+                               atol=REFERENCE_ATOL)
     with pytest.raises(ValueError, match="expects 2 tokens"):
         layer([x_t])
 

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.transformer_block import TransformerBlock
-from layer_checks import assert_config_round_trip
+from layer_checks import NORM_ATOL, SAME_PATH_ATOL, assert_config_round_trip
 
 
 def _ln(x):
@@ -26,7 +26,7 @@ def test_matches_numpy_pre_norm_block():
     context = np.einsum("bhst,bthk->bshk", weights, split(v)).reshape(2, 5, 8)
     x = tokens + context @ layer.out.kernel.numpy()
     expected = x + layer.ffn(_ln(x).astype(np.float32)).numpy()
-    np.testing.assert_allclose(out, expected, atol=1e-4)
+    np.testing.assert_allclose(out, expected, atol=NORM_ATOL)
 
 
 def test_masked_keys_do_not_influence_valid_tokens_and_round_trip():
@@ -37,7 +37,7 @@ def test_masked_keys_do_not_influence_valid_tokens_and_round_trip():
     base = layer(tokens, mask).numpy()
     tokens[0, 2] = 100.0
     np.testing.assert_allclose(layer(tokens, mask).numpy()[0, [0, 1, 3]], base[0, [0, 1, 3]],
-                               atol=1e-6)
+                               atol=SAME_PATH_ATOL)
     assert_config_round_trip(TransformerBlock(4, 2, ffn_mult=1), tokens, mask)
     with pytest.raises(ValueError):
         TransformerBlock(4, 3)

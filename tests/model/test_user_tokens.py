@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.user_tokens import UserTokens
-from layer_checks import assert_config_round_trip
+from layer_checks import SAME_PATH_ATOL, assert_config_round_trip
 
 
 def test_tokens_are_user_embedding_and_masked_history_mean():
@@ -14,7 +14,8 @@ def test_tokens_are_user_embedding_and_masked_history_mean():
     tokens = layer(tf.constant([3, 20], tf.int64), history, mask).numpy()
     assert tokens.shape == (2, 2, 6) and layer.num_tokens == 2
     np.testing.assert_allclose(tokens[:, 0], layer.user(tf.constant([3, 20], tf.int64)))
-    np.testing.assert_allclose(tokens[0, 1], history.numpy()[0, :2].mean(0), atol=1e-6)
+    np.testing.assert_allclose(tokens[0, 1], history.numpy()[0, :2].mean(0),
+                               atol=SAME_PATH_ATOL)  # a mean of two O(1) values
     np.testing.assert_array_equal(tokens[1, 1], np.zeros(6))  # empty history
 
 

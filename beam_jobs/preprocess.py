@@ -8,6 +8,12 @@
       -> shuffle (records of all users mixed, reproducible) -> OUT/train/, OUT/eval/
       -> stats combiners ------------------------------------------> OUT/stats.json
 
+Before the pipeline starts, the input is checked (`readers.resolve_source`: files readable,
+of their format, headers / schemas with the configured columns) and --out is checked to be
+writable (`outputs.Staging`). The pipeline writes into a staging directory inside OUT; only
+when it succeeded and neither split is empty (unless data.allow_empty_split) does the new
+output replace the previous run's, so a failed rerun never destroys good output.
+
 Every standard Beam pipeline option passes through `beam_args`, so the same job runs on the
 DirectRunner (default; `--direct_running_mode=multi_processing --direct_num_workers=2`),
 Dataflow, Flink or Spark (`--runner ... --setup_file ./setup.py`); see docs/data.md.
@@ -30,12 +36,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import readers, records, stats, validate
+from beam_jobs import inputs, outputs, readers, records, stats, validate
 from pipeline import config as config_lib
+from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
-# Outputs of an earlier run that a rerun replaces (shard counts may differ between runs).
-_OUTPUT_GLOBS = ("train/part-*", "eval/part-*", "errors/errors-*", "stats.json")
 
 
 def _join(*parts: str) -> str:
@@ -53,9 +58,13 @@ def _count_row(impression):
     return impression
 
 
-def _finish_stats(summary: dict, dead_letters: int, cutoff: int, data: config_lib.DataConfig,
+def _finish_stats(summary: dict, dead_letters: int, valid_rows: int, duplicates: int,
+                  corrupt_files: int, cutoff: int, data: config_lib.DataConfig,
                   tasks: list) -> str:
-    summary = dict(summary, dead_letters=dead_letters, layout=data.layout, tasks=tasks,
+    summary = dict(summary, dead_letters=dead_letters, valid_rows=valid_rows,
+                   corrupt_files=corrupt_files,
+                   duplicate_rows=duplicates, duplicates_dropped=data.drop_duplicates,
+                   layout=data.layout, tasks=tasks,
                    eval_cutoff_ms=None if cutoff == stats.NO_EVAL else cutoff,
                    history_events=data.history_events, max_history=data.max_history)
     return json.dumps(summary, indent=2, sort_keys=True)
@@ -63,14 +72,22 @@ def _finish_stats(summary: dict, dead_letters: int, cutoff: int, data: config_li
 
 # Records of one user leave the history builder one after another; written as they come,
 # a shard would be sorted by user and a training shuffle buffer would hold a few users.
-# Each record gets a bucket from a hash of its bytes (deterministic), buckets are grouped,
-# and every bucket is emitted in a seeded random order, in windows of bounded size.
-SHUFFLE_BUCKETS = 4096
+# Each record gets a bucket from a hash of its bytes (deterministic); the number of
+# buckets follows the record count, so a bucket holds about one window of records (at
+# most MAX_SHUFFLE_BUCKETS buckets, for parallelism). Every bucket is a random sample of
+# all users and is emitted in a seeded random order, in windows of bounded size: the
+# order is mixed whatever order the runner emits buckets in (the DirectRunner: first
+# seen), and memory stays bounded on any runner.
 SHUFFLE_WINDOW = 8192
+MAX_SHUFFLE_BUCKETS = 4096
 
 
-def _shuffle_key(data: bytes) -> tuple[int, bytes]:
-    return zlib.crc32(data) % SHUFFLE_BUCKETS, data
+def shuffle_buckets(records: int) -> int:
+    return max(1, min(MAX_SHUFFLE_BUCKETS, -(-records // SHUFFLE_WINDOW)))
+
+
+def _shuffle_key(data: bytes, buckets: int) -> tuple[int, bytes]:
+    return zlib.crc32(data) % buckets, data
 
 
 def _shuffled(keyed) -> Iterator[bytes]:
@@ -90,13 +107,15 @@ def _shuffled(keyed) -> Iterator[bytes]:
 class ShuffleRecords(beam.PTransform):
     """Spreads the records of every user over the output in a random, reproducible order.
 
-    Memory stays bounded on any runner: a bucket is shuffled in windows of
-    SHUFFLE_WINDOW records. Output order never changes what a record holds.
+    Output order never changes what a record holds.
     """
 
     def expand(self, records):
+        buckets = (records
+                   | "Count" >> beam.combiners.Count.Globally()
+                   | "Buckets" >> beam.Map(shuffle_buckets))
         return (records
-                | "Key" >> beam.Map(_shuffle_key)
+                | "Key" >> beam.Map(_shuffle_key, beam.pvalue.AsSingleton(buckets))
                 | "Group" >> beam.GroupByKey()
                 | "Emit" >> beam.FlatMap(_shuffled))
 
@@ -110,7 +129,12 @@ def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
     parsed = raw | "Parse" >> beam.Map(
         validate.RowParser(spec.row_format, spec.fields)).with_exception_handling()
     impressions = parsed.good | "CountRows" >> beam.Map(_count_row)
-    dead = [parsed.bad]
+    # Beam reads a truncated .gz as a shorter file: verify each compressed input whole.
+    streams = (p | "CompressedInputs" >> beam.Create(
+                   [(f, b"") for f in inputs.compressed(spec.files)])
+               | "CheckStreams" >> beam.Map(inputs.check_stream).with_exception_handling())
+    n_corrupt = streams.bad | "NumCorruptFiles" >> beam.combiners.Count.Globally()
+    dead = [parsed.bad, streams.bad]
     if spec.item_table is not None:
         items = p | "ItemTable" >> readers.ReadItemAuthors(spec.item_table)
         impressions = impressions | "JoinAuthors" >> readers.JoinAuthors(items.good)
@@ -122,15 +146,19 @@ def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
      | "WriteErrors" >> beam.io.WriteToText(_join(out_dir, "errors", "errors"),
                                             file_name_suffix=".jsonl", num_shards=1))
     n_errors = errors | "NumDeadLetters" >> beam.combiners.Count.Globally()
+    n_valid = impressions | "NumValidRows" >> beam.combiners.Count.Globally()
 
-    cutoff = impressions | "EvalCutoff" >> stats.EvalCutoff(data.eval_fraction)
+    min_ms, max_ms = data.timestamp_range_ms()
+    cutoff = impressions | "EvalCutoff" >> stats.EvalCutoff(data.eval_fraction, max_ms - min_ms)
     built = (impressions
              | "GroupByUser" >> beam.GroupByKey()
              | "BuildRecords" >> beam.ParDo(
                  records.BuildUserRecords(tasks, data.max_history,
-                                          data.history_events == "positive", data.layout),
+                                          data.history_events == "positive", data.layout,
+                                          data.drop_duplicates),
                  beam.pvalue.AsSingleton(cutoff)).with_outputs(
-                     records.TRAIN, records.EVAL, records.STATS))
+                     records.TRAIN, records.EVAL, records.STATS, records.DUPLICATES))
+    n_duplicates = built[records.DUPLICATES] | "NumDuplicates" >> beam.CombineGlobally(sum)
     gzip = data.compression == "gzip"
     for split in (records.TRAIN, records.EVAL):
         (built[split]
@@ -142,17 +170,53 @@ def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
     (built[records.STATS]
      | "Stats" >> beam.CombineGlobally(stats.StatsFn(tasks))
      | "StatsJson" >> beam.Map(_finish_stats, beam.pvalue.AsSingleton(n_errors),
+                               beam.pvalue.AsSingleton(n_valid),
+                               beam.pvalue.AsSingleton(n_duplicates),
+                               beam.pvalue.AsSingleton(n_corrupt),
                                beam.pvalue.AsSingleton(cutoff), data, tasks)
      | "WriteStats" >> beam.io.WriteToText(_join(out_dir, "stats"), file_name_suffix=".json",
                                            num_shards=1, shard_name_template=""))
 
 
-def _remove_old_outputs(out_dir: str) -> None:
-    old = [m.path for pattern in _OUTPUT_GLOBS
-           for m in FileSystems.match([_join(out_dir, pattern)])[0].metadata_list]
-    if old:
-        log.info("removing %d outputs of an earlier run in %s", len(old), out_dir)
-        FileSystems.delete(old)
+def _raise_corrupt_input(files, error: Exception) -> None:
+    """DataError naming a corrupt compressed input after the pipeline failed: such a file can
+    fail Beam's reader before its stream check reports it as a dead letter."""
+    for path in inputs.compressed(files):
+        try:
+            inputs.check_stream((path, b""))
+        except validate.RowError as problem:
+            raise DataError(f"--input: {problem}") from error
+
+
+def check_output(summary: dict, data: config_lib.DataConfig, staged: str) -> None:
+    """DataError when an input file was truncated or corrupt, or the run wrote no train or
+    no eval records (unless data.allow_empty_split).
+
+    Args:
+      summary: the run's stats.json; data: the data config; staged: where the rejected
+        outputs were left (named in the message, with the dead letters to look at).
+    """
+    where = (f"this run's outputs, dead letters included, are in {staged}; the previous "
+             "outputs are unchanged")
+    if summary["corrupt_files"]:
+        raise DataError(f"--input: {summary['corrupt_files']} compressed file(s) are truncated "
+                        f"or corrupt (truncated_file / corrupt_file dead letters); fix or remove "
+                        f"them ({where})")
+    if data.allow_empty_split:
+        return
+    splits = summary["splits"]
+    if summary["requests"] == 0:
+        raise DataError(f"--input: no records: {summary['valid_rows']} valid rows, "
+                        f"{summary['dead_letters']} dead-lettered ({where})")
+    empty = [name for name in ("train", "eval") if splits[name]["requests"] == 0
+             and (name == "train" or data.eval_fraction > 0)]
+    if empty:
+        raise DataError(
+            f"--input: the {empty[0]} split is empty: all {summary['requests']} requests "
+            f"have request_ts {'>=' if empty[0] == 'train' else '<'} the eval cutoff "
+            f"{summary['eval_cutoff_ms']} ms (too few requests or distinct times for "
+            f"data.eval_fraction={data.eval_fraction}; set data.allow_empty_split=true to "
+            f"accept it; {where})")
 
 
 def run(cfg: config_lib.Config, input_glob: str, out_dir: str,
@@ -168,6 +232,11 @@ def run(cfg: config_lib.Config, input_glob: str, out_dir: str,
     Returns:
       The stats dict plus "out", "seconds" and the Beam counters ("metrics").
 
+    Raises:
+      ConfigError (exit 2), DataError (3: missing, unreadable, binary, truncated or corrupt
+      input; no records or an empty split), OutputError (4: --out not writable); the
+      previous outputs in out_dir are then unchanged.
+
     Example:
         run(load_config(None, ["data.format=jsonl"]), "logs/*.jsonl", "runs/data")
     """
@@ -175,16 +244,25 @@ def run(cfg: config_lib.Config, input_glob: str, out_dir: str,
     options = PipelineOptions(list(beam_args or []))
     FileSystems.set_options(options)    # e.g. --s3_endpoint_url, before the inputs are listed
     spec = readers.resolve_source(cfg.data, input_glob)
-    _remove_old_outputs(out_dir)
+    staging = outputs.Staging(out_dir)
+    staging.check_writable()
     start = time.perf_counter()
-    p = beam.Pipeline(options=options)
-    build(p, spec, cfg, out_dir)
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        p = beam.Pipeline(options=options)
+        build(p, spec, cfg, staging.path)
+        result = p.run()
+        result.wait_until_finish()
+    except BaseException as e:
+        staging.discard()
+        if isinstance(e, Exception):
+            _raise_corrupt_input(spec.files, e)
+        raise
     seconds = time.perf_counter() - start
-    config_lib.save_config(cfg, out_dir)
-    with FileSystems.open(_join(out_dir, "stats.json")) as f:
+    with FileSystems.open(_join(staging.path, "stats.json")) as f:
         summary = json.loads(f.read().decode("utf-8"))
+    check_output(summary, cfg.data, staging.path)
+    staging.promote()
+    config_lib.save_config(cfg, out_dir)
     counters = {r.key.metric.name: r.result
                 for r in result.metrics().query()["counters"]
                 if r.key.metric.namespace == "stca.preprocess"}

@@ -1,9 +1,11 @@
 """Readers: raw log files (csv, jsonl, parquet, MovieLens, KuaiRand) mapped onto the raw schema.
 
 `resolve_source(data_cfg, input_glob)` checks the input before the pipeline starts (the glob
-matches files, the CSV header has the configured columns) and returns a `SourceSpec`: how to
-read the files (`ReadRawRows`), how to decode and map each row (`validate.RowParser`) and,
-for logs without an author column, which item table to join authors from (`JoinAuthors`).
+matches files, every file is readable and of its format, every CSV header and Parquet schema
+has the configured columns; `beam_jobs.inputs`) and returns a `SourceSpec`: how to read the
+files (`ReadRawRows`), how to decode and map each row (`validate.RowParser`) and, for logs
+without an author column, which item table to join authors from (`JoinAuthors`). Each CSV
+file is mapped by its own header, so files may order their columns differently.
 
     format     files                         mapping
     csv        header line (or schema.columns) data.schema
@@ -24,7 +26,7 @@ Example:
 """
 from __future__ import annotations
 
-import csv
+import dataclasses
 import posixpath
 from dataclasses import dataclass
 
@@ -33,9 +35,11 @@ from apache_beam.coders import BytesCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_jobs import inputs
 from beam_jobs.validate import (AUTHOR, ITEM, FieldMap, RowError, RowFormat, decode_row,
                                 parse_id)
 from pipeline.config import ConfigError, DataConfig
+from pipeline.errors import DataError
 
 # KuaiRand label columns by task name; a task whose name is a column is used as is.
 KUAIRAND_LABELS = {"click": "is_click", "like": "is_like", "follow": "is_follow",
@@ -70,29 +74,6 @@ class SourceSpec:
     item_table: ItemTable | None = None
 
 
-def match_files(pattern: str, what: str) -> list[str]:
-    """Files matching `pattern` (local, gs://, s3://); ConfigError naming `what` if none."""
-    try:
-        result = FileSystems.match([pattern])[0]
-        files = sorted(m.path for m in result.metadata_list)
-    except Exception as e:  # noqa: BLE001  (Beam raises BeamIOError or ValueError)
-        raise ConfigError(f"{what}: cannot list {pattern!r}: {e}") from None
-    if not files:
-        raise ConfigError(f"{what}: the pattern {pattern!r} matched no files")
-    return files
-
-
-def read_first_line(path: str, encoding: str = "utf-8") -> str:
-    with FileSystems.open(path) as f:
-        line = f.readline()
-    return line.decode(encoding).lstrip("\ufeff").rstrip("\r\n")
-
-
-def _header(path: str, delimiter: str) -> tuple[str, ...]:
-    return tuple(c.strip() for c in next(csv.reader([read_first_line(path)],
-                                                    delimiter=delimiter), []))
-
-
 def _require_columns(columns: tuple[str, ...], fields: FieldMap, where: str) -> None:
     needed = [("data.schema.user_id", fields.user_id), ("data.schema.timestamp",
               fields.timestamp), ("data.schema.item_id", fields.item_id)]
@@ -105,6 +86,27 @@ def _require_columns(columns: tuple[str, ...], fields: FieldMap, where: str) -> 
                               f"(columns: {', '.join(columns)})")
 
 
+def _csv_headers(files: list[str], delimiter: str, what: str, data: DataConfig,
+                 fields: FieldMap | None = None):
+    """Reads every file's header (and checks it has the fields' columns).
+
+    Returns:
+      (the first file's columns, ((file, columns), ...) for RowFormat.file_columns).
+      Empty files are skipped: they hold no rows.
+    """
+    file_columns = []
+    for path in files:
+        columns = inputs.csv_header(path, delimiter, what, data.max_row_bytes)
+        if columns is None:
+            continue
+        if fields is not None:
+            _require_columns(columns, fields, f"the header of {path}")
+        file_columns.append((path, columns))
+    if not file_columns:
+        raise DataError(f"{what}: every matched file is empty ({len(files)} files)")
+    return file_columns[0][1], tuple(file_columns)
+
+
 def _schema_fields(data: DataConfig) -> FieldMap:
     s = data.schema
     return FieldMap(user_id=s.user_id, request_id=s.request_id, timestamp=s.timestamp,
@@ -115,14 +117,24 @@ def _schema_fields(data: DataConfig) -> FieldMap:
 
 def _generic(data: DataConfig, pattern: str, files: list[str]) -> SourceSpec:
     fields = _schema_fields(data)
+    if data.format == "csv" and data.schema.columns:
+        columns = tuple(data.schema.columns)
+        _require_columns(columns, fields, "data.schema.columns")
+        inputs.check_text_files(files, "--input")
+        fmt = RowFormat("csv", columns, data.schema.csv_delimiter, data.max_row_bytes)
+        return SourceSpec("csv", pattern, tuple(files), fmt, fields)
     if data.format == "csv":
         delimiter = data.schema.csv_delimiter
-        columns = tuple(data.schema.columns) or _header(files[0], delimiter)
-        _require_columns(columns, fields, "data.schema.columns" if data.schema.columns
-                         else f"the header of {files[0]}")
-        fmt = RowFormat("csv", columns, delimiter, data.max_row_bytes)
-        return SourceSpec("csv", pattern, tuple(files), fmt, fields,
-                          skip_header_lines=0 if data.schema.columns else 1)
+        columns, file_columns = _csv_headers(files, delimiter, "--input", data, fields)
+        fmt = RowFormat("csv", columns, delimiter, data.max_row_bytes,
+                        file_columns=file_columns)
+        return SourceSpec("csv", pattern, tuple(files), fmt, fields, skip_header_lines=1)
+    if data.format == "jsonl":
+        inputs.check_text_files(files, "--input")
+    else:   # Parquet: the schema of every file, so a missing column fails before the run
+        for path in files:
+            _require_columns(inputs.parquet_columns(path, "--input"), fields,
+                             f"the schema of {path}")
     kind = "json" if data.format == "jsonl" else "record"
     return SourceSpec(data.format, pattern, tuple(files),
                       RowFormat(kind, max_row_bytes=data.max_row_bytes), fields)
@@ -134,8 +146,9 @@ def _movielens(data: DataConfig, pattern: str, files: list[str]) -> SourceSpec:
         raise ConfigError(f"data.schema.tasks: {tasks!r} is invalid for data.format="
                           "'movielens'; it has one label (rating >= "
                           "data.movielens_positive_rating), e.g. data.schema.tasks=[like]")
-    first = read_first_line(files[0], "latin-1")
-    if first.startswith("userId"):        # ratings.csv of the larger MovieLens releases
+    first = inputs.head(files[0], "--input")
+    inputs.check_text(files[0], first, "--input")
+    if first.startswith(b"userId"):       # ratings.csv of the larger MovieLens releases
         columns, delimiter, skip = ("userId", "movieId", "rating", "timestamp"), ",", 1
     else:                                  # u.data of MovieLens 100K
         columns, delimiter, skip = ("user", "item", "rating", "timestamp"), "\t", 0
@@ -143,23 +156,30 @@ def _movielens(data: DataConfig, pattern: str, files: list[str]) -> SourceSpec:
                       item_id=columns[1], author_id="", labels=((tasks[0], "rating"),),
                       timestamp_unit="s", request_window_s=data.movielens_request_window_s,
                       label_threshold=float(data.movielens_positive_rating))
+    file_columns = ()
+    if skip:
+        _, file_columns = _csv_headers(files, delimiter, "--input", data, fields)
+    else:
+        inputs.check_text_files(files, "--input")
     items_glob = data.movielens_items
     if not items_glob and skip == 0:
         beside = posixpath.join(posixpath.dirname(files[0]), "u.item")
         items_glob = beside if FileSystems.exists(beside) else ""
     table = None
     if items_glob:
-        match_files(items_glob, "data.movielens_items")
+        items_glob, item_files = inputs.match_files(items_glob, "data.movielens_items")
+        inputs.check_text_files(item_files, "data.movielens_items")
         table = ItemTable(items_glob, RowFormat("csv", MOVIELENS_ITEM_COLUMNS, "|",
                                                 data.max_row_bytes, "latin-1"),
                           "movie_id", "", skip_header_lines=0)
     return SourceSpec("movielens", pattern, tuple(files),
-                      RowFormat("csv", columns, delimiter, data.max_row_bytes), fields,
+                      RowFormat("csv", columns, delimiter, data.max_row_bytes,
+                                file_columns=file_columns), fields,
                       skip_header_lines=skip, item_table=table)
 
 
 def _kuairand(data: DataConfig, pattern: str, files: list[str]) -> SourceSpec:
-    columns = _header(files[0], ",")
+    columns, file_columns = _csv_headers(files, ",", "--input", data)
     labels = []
     for task in data.schema.tasks:
         column = task if task in columns else KUAIRAND_LABELS.get(task, task)
@@ -171,20 +191,25 @@ def _kuairand(data: DataConfig, pattern: str, files: list[str]) -> SourceSpec:
     fields = FieldMap(user_id="user_id", request_id="", timestamp="time_ms",
                       item_id="video_id", author_id="", labels=tuple(labels),
                       timestamp_unit="ms", request_window_s=data.kuairand_request_window_s)
-    _require_columns(columns, fields, f"the header of {files[0]}")
+    for path, file_cols in file_columns:
+        _require_columns(file_cols, fields, f"the header of {path}")
     table = None
     if data.kuairand_video_features:
-        features = match_files(data.kuairand_video_features, "data.kuairand_video_features")
-        feature_columns = _header(features[0], ",")
-        for column in ("video_id", "author_id"):
-            if column not in feature_columns:
-                raise ConfigError(f"data.kuairand_video_features: {features[0]} has no "
-                                  f"{column!r} column (columns: {', '.join(feature_columns)})")
-        table = ItemTable(data.kuairand_video_features,
-                          RowFormat("csv", feature_columns, ",", data.max_row_bytes),
+        what = "data.kuairand_video_features"
+        features_glob, features = inputs.match_files(data.kuairand_video_features, what)
+        _, feature_files = _csv_headers(features, ",", what, data)
+        for path, feature_columns in feature_files:
+            for column in ("video_id", "author_id"):
+                if column not in feature_columns:
+                    raise ConfigError(f"{what}: {path} has no {column!r} column (columns: "
+                                      f"{', '.join(feature_columns)})")
+        table = ItemTable(features_glob,
+                          RowFormat("csv", feature_files[0][1], ",", data.max_row_bytes,
+                                    file_columns=feature_files),
                           "video_id", "author_id", skip_header_lines=1)
     return SourceSpec("kuairand", pattern, tuple(files),
-                      RowFormat("csv", columns, ",", data.max_row_bytes), fields,
+                      RowFormat("csv", columns, ",", data.max_row_bytes,
+                                file_columns=file_columns), fields,
                       skip_header_lines=1, item_table=table)
 
 
@@ -199,15 +224,20 @@ def resolve_source(data: DataConfig, input_glob: str) -> SourceSpec:
       A `SourceSpec`.
 
     Raises:
-      ConfigError: nothing matches, a configured column is missing, or the tasks do not fit
-        the format; the message names the field and what is allowed.
+      ConfigError: a configured column is missing, or the tasks do not fit the format; the
+        message names the field and what is allowed.
+      DataError: nothing matches, or a file is unreadable, empty where a header is due,
+        compressed without its extension or binary (beam_jobs.inputs).
 
     Example:
         spec = resolve_source(load_config(None, ["data.format=kuairand"]).data, "log*.csv")
     """
-    files = match_files(input_glob, "--input")
+    pattern, files = inputs.match_files(input_glob, "--input")
     build = {"movielens": _movielens, "kuairand": _kuairand}.get(data.format, _generic)
-    return build(data, input_glob, files)
+    spec = build(data, pattern, files)
+    min_ms, max_ms = data.timestamp_range_ms()
+    return dataclasses.replace(spec, fields=dataclasses.replace(
+        spec.fields, min_ts_ms=min_ms, max_ts_ms=max_ms))
 
 
 def _read_text(pattern: str, skip_header_lines: int):
@@ -238,7 +268,7 @@ class ItemAuthorParser:
         self.table = table
 
     def __call__(self, element) -> tuple[int, int]:
-        row = decode_row(element[1], self.table.fmt)
+        row = decode_row(element[1], self.table.fmt, element[0])
         item = parse_id(row[self.table.item_column], self.table.item_column)
         if self.table.author_column:
             value = row[self.table.author_column]

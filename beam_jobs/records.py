@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import history
 from pipeline import features
 
-TRAIN, EVAL, STATS = "train", "eval", "stats"
+TRAIN, EVAL, STATS, DUPLICATES = "train", "eval", "stats", "duplicates"
 
 
 def encode_records(user_id: int, request: history.Request, tasks: Sequence[str],
@@ -60,24 +60,36 @@ def request_stats(split: str, request: history.Request, n_tasks: int,
 
 
 class BuildUserRecords(beam.DoFn):
-    """(user_id, impressions) -> tagged outputs: train / eval records and per-request stats.
+    """(user_id, impressions) -> tagged outputs: train / eval records, per-request stats and
+    the number of the user's duplicate impressions (DUPLICATES, only when > 0).
 
     Requests with request_ts >= the eval cutoff (a side input, Unix ms) go to eval.
     Records are yielded lazily, one request at a time (see beam_jobs.history).
+    Duplicates are impressions equal in every field (request, ts, item, author, labels; the
+    user is the key): a logged row written twice. They are always counted and, with
+    `drop_duplicates`, kept once.
     """
 
     def __init__(self, tasks: Sequence[str], max_history: int, positive_only: bool,
-                 layout: str):
+                 layout: str, drop_duplicates: bool = True):
         self.tasks = list(tasks)
         self.max_history = max_history
         self.positive_only = positive_only
         self.layout = layout
+        self.drop_duplicates = drop_duplicates
         self.requests = Metrics.counter("stca.preprocess", "requests")
         self.records = Metrics.counter("stca.preprocess", "records")
+        self.duplicates = Metrics.counter("stca.preprocess", "duplicate_rows")
 
     def process(self, element, eval_cutoff_ms: int):
         user_id, impressions = element
         events = np.array([(v[0], v[1], v[2], v[3], v[4]) for v in impressions], dtype=np.int64)
+        unique = np.unique(events, axis=0)
+        if len(unique) < len(events):
+            self.duplicates.inc(len(events) - len(unique))
+            yield beam.pvalue.TaggedOutput(DUPLICATES, len(events) - len(unique))
+            if self.drop_duplicates:
+                events = unique
         for request in history.user_requests(events, self.max_history, self.positive_only):
             split = EVAL if request.request_ts >= eval_cutoff_ms else TRAIN
             written = 0

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pipeline.idhash import IdError, stable_id
@@ -30,6 +32,7 @@ from pipeline.idhash import IdError, stable_id
 # Positions inside the impression value tuple.
 REQUEST, TS, ITEM, AUTHOR, ACTION = range(5)
 DEAD_LETTER_ROW_BYTES = 4096   # longer rows are cut to this many bytes in the dead letter
+MAX_INT64 = (1 << 63) - 1
 
 
 class RowError(ValueError):
@@ -55,6 +58,8 @@ class FieldMap:
     labels: (task, column) pairs in task order. label_threshold: None means a label must be
     0 or 1; a number means label = (value >= threshold) (MovieLens ratings).
     An empty request_id derives requests from (user, floor(ts / request_window_s)).
+    min_ts_ms, max_ts_ms: the plausible time range (data.min_timestamp, data.max_timestamp);
+    the default is every int64 millisecond value, so the records can always hold it.
     """
     user_id: str
     request_id: str
@@ -65,20 +70,41 @@ class FieldMap:
     timestamp_unit: str = "s"
     request_window_s: int = 0
     label_threshold: float | None = None
+    min_ts_ms: int = 0
+    max_ts_ms: int = MAX_INT64
 
 
 @dataclass(frozen=True)
 class RowFormat:
-    """How one raw element is decoded: kind csv | json | record (already a dict: Parquet)."""
+    """How one raw element is decoded: kind csv | json | record (already a dict: Parquet).
+
+    file_columns: (file, columns) pairs read from each CSV file's own header before the run;
+    files may order their columns differently. Empty: every file has `columns`.
+    """
     kind: str
     columns: tuple[str, ...] = ()
     delimiter: str = ","
     max_row_bytes: int = 1 << 20
     encoding: str = "utf-8"
+    file_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @cached_property
+    def _columns_by_file(self) -> dict:
+        return dict(self.file_columns)
+
+    def columns_of(self, source: str) -> tuple[str, ...]:
+        """The CSV columns of rows from file `source`; RowError for a file never checked."""
+        if not self.file_columns:
+            return self.columns
+        columns = self._columns_by_file.get(source)
+        if columns is None:    # e.g. a file that matched the glob after the header check
+            raise RowError("unchecked_file", f"{source} was not among the files whose header "
+                                             "was checked before the run")
+        return columns
 
 
-def decode_row(payload: Any, fmt: RowFormat) -> dict:
-    """Raw element payload -> dict column -> value, or RowError."""
+def decode_row(payload: Any, fmt: RowFormat, source: str = "") -> dict:
+    """Raw element payload (from file `source`) -> dict column -> value, or RowError."""
     if fmt.kind == "record":
         if not isinstance(payload, dict):
             raise RowError("bad_record", f"expected a record, got {type(payload).__name__}")
@@ -91,7 +117,8 @@ def decode_row(payload: Any, fmt: RowFormat) -> dict:
     except UnicodeDecodeError as e:
         raise RowError("invalid_utf8", f"row is not valid {fmt.encoding}: {e.reason} "
                                        f"at byte {e.start}") from None
-    text = text.rstrip("\r\n")
+    # A BOM starts a file; one inside a file is where another file was concatenated in.
+    text = text.rstrip("\r\n").lstrip("\ufeff")
     if not text.strip():
         raise RowError("empty_row", "empty line")
     if fmt.kind == "json":
@@ -99,14 +126,20 @@ def decode_row(payload: Any, fmt: RowFormat) -> dict:
             row = json.loads(text)
         except json.JSONDecodeError as e:
             raise RowError("bad_json", f"not a JSON object: {e.msg} at column {e.colno}") from None
+        except ValueError as e:   # e.g. an integer of more than 4300 digits
+            raise RowError("bad_json", f"not a JSON object: {str(e)[:120]}") from None
         if not isinstance(row, dict):
             raise RowError("bad_json", f"expected a JSON object, got {type(row).__name__}")
         return row
-    values = next(csv.reader([text], delimiter=fmt.delimiter))
-    if len(values) != len(fmt.columns):
-        raise RowError("column_count", f"expected {len(fmt.columns)} columns "
-                                       f"({fmt.delimiter.join(fmt.columns)}), got {len(values)}")
-    return dict(zip(fmt.columns, values))
+    columns = fmt.columns_of(source)
+    try:
+        values = next(csv.reader([text], delimiter=fmt.delimiter))
+    except csv.Error as e:         # e.g. a field over csv's 128 KiB field limit
+        raise RowError("bad_csv", f"not a CSV row: {e}") from None
+    if len(values) != len(columns):
+        raise RowError("column_count", f"expected {len(columns)} columns "
+                                       f"({fmt.delimiter.join(columns)}), got {len(values)}")
+    return dict(zip(columns, values))
 
 
 def _required(row: dict, column: str, role: str) -> Any:
@@ -150,8 +183,27 @@ def _label(value: Any, column: str, threshold: float | None) -> int:
                                 f"{str(value)[:80]!r}")
 
 
-def timestamp_ms(value: Any, column: str, unit: str) -> int:
-    """A raw timestamp (number or numeric text, unit s or ms) -> int Unix milliseconds."""
+def _utc(ms: int) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        return "beyond year 9999"
+
+
+def timestamp_ms(value: Any, column: str, unit: str, min_ms: int = 0,
+                 max_ms: int = MAX_INT64) -> int:
+    """A raw timestamp (number or numeric text, unit s or ms) -> int Unix milliseconds.
+
+    Args:
+      value: the raw value; column: its column (for the reason); unit: "s" or "ms".
+      min_ms, max_ms: the plausible range; values outside raise RowError
+        ("implausible_timestamp"). Python ints are exact, so nothing overflows here and
+        nothing outside int64 reaches the records.
+
+    Example:
+        timestamp_ms("1600000000", "ts", "s")  # 1600000000000
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         ms = value * 1000 if unit == "s" else value
     else:
@@ -159,6 +211,15 @@ def timestamp_ms(value: Any, column: str, unit: str) -> int:
         ms = round(number * 1000) if unit == "s" else round(number)
     if ms < 0:
         raise RowError("bad_timestamp", f"column {column!r}: {value!r} is negative")
+    if not min_ms <= ms <= max_ms:
+        hint = ""
+        if unit == "s" and min_ms <= ms // 1000 <= max_ms:
+            hint = "; milliseconds in a seconds log? see data.schema.timestamp_unit"
+        elif unit == "ms" and min_ms <= ms * 1000 <= max_ms:
+            hint = "; seconds in a millisecond log? see data.schema.timestamp_unit"
+        raise RowError("implausible_timestamp", f"column {column!r}: {str(value)[:40]!r} "
+                       f"({unit}) is {_utc(ms)}, outside the plausible range {_utc(min_ms)} "
+                       f"to {_utc(max_ms)} (data.min_timestamp, data.max_timestamp){hint}")
     return int(ms)
 
 
@@ -178,12 +239,12 @@ class RowParser:
         self.fields = fields
 
     def __call__(self, element: tuple[str, Any]) -> tuple[int, tuple]:
-        _, payload = element
-        row = decode_row(payload, self.fmt)
+        source, payload = element
+        row = decode_row(payload, self.fmt, source)
         f = self.fields
         user = parse_id(_required(row, f.user_id, "user_id"), f.user_id)
         ts = timestamp_ms(_required(row, f.timestamp, "timestamp"), f.timestamp,
-                          f.timestamp_unit)
+                          f.timestamp_unit, f.min_ts_ms, f.max_ts_ms)
         item = parse_id(_required(row, f.item_id, "item_id"), f.item_id)
         author = 0
         if f.author_id and row.get(f.author_id) not in (None, ""):

@@ -23,12 +23,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from model import build_model  # noqa: E402
 from model.heads import MLPHead  # noqa: E402
 from model.layers.din_attention import DINAttention  # noqa: E402
 from model.layers.hashed_embedding import HashedEmbedding  # noqa: E402
 from model.encoders.base import SequenceEncoder  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
+from pipeline import evaluate as evaluate_lib  # noqa: E402
 from pipeline import input as input_lib  # noqa: E402
 from pipeline import metrics as metrics_lib  # noqa: E402
 from pipeline.train import make_optimizer  # noqa: E402
@@ -129,9 +129,7 @@ class SharedContentEmbedding(keras.layers.Layer):
 
 
 def patch_stca(encoder, spec):
-    """Residual views / queries, tied W_Q = W_K init, attention sink."""
-    from model.layers.masking import _MASKED_SCORE
-    import math
+    """Residual views / queries (X~ = LN(X + SwiGLU(X))), W_K = W_Q at initialisation."""
     if spec.get("resid") == "1":
         for view in encoder.views:
             view.call = (lambda v: (lambda x: v.norm(x + v.ffn(x))))(view)
@@ -213,33 +211,13 @@ def build_variant(cfg, spec: dict):
 
 
 def evaluate(model, cfg, data_dir, length, mode="real"):
-    """AUC / GAUC per task on the eval split at `length`; mode real | empty | swapped."""
-    @tf.function(reduce_retracing=True)
-    def scores_of(inputs):
-        return tf.sigmoid(tf.cast(model(inputs, training=False), tf.float32))
-
-    ds = input_lib.eval_dataset(data_dir, cfg, length)
-    users, labels, scores = [], {t: [] for t in cfg.tasks}, {t: [] for t in cfg.tasks}
-    for inputs, batch_labels, meta in ds:
-        if mode == "empty":
-            inputs = dict(inputs, hist_len=tf.zeros_like(inputs["hist_len"]))
-        elif mode == "swapped":
-            inputs = dict(inputs)
-            for name in ("hist_item_id", "hist_author_id", "hist_action", "hist_ts", "hist_len"):
-                inputs[name] = tf.roll(inputs[name], 1, axis=0)
-            inputs["request_ts"] = tf.roll(inputs["request_ts"], 1, axis=0)
-        probs = scores_of(inputs).numpy()
-        mask = np.arange(probs.shape[1])[None, :] < inputs["tgt_len"].numpy()[:, None]
-        users.append(np.broadcast_to(meta["user_id"].numpy()[:, None], mask.shape)[mask])
-        for i, t in enumerate(cfg.tasks):
-            labels[t].append(batch_labels[t].numpy()[mask])
-            scores[t].append(probs[:, :, i][mask])
-    users = np.concatenate(users)
-    rep = metrics_lib.ranking_report(cfg.tasks, users, {t: np.concatenate(v) for t, v in labels.items()},
-                                     {t: np.concatenate(v) for t, v in scores.items()})
-    std = {t: float(np.std(np.concatenate(scores[t]))) for t in cfg.tasks}
+    """AUC / GAUC per task on the eval split at `length` (history: real | empty | swapped,
+    as `stca evaluate`'s history-use check)."""
+    users, labels, scores, _, _ = evaluate_lib.predict(
+        model, input_lib.eval_dataset(data_dir, cfg, length), cfg.tasks, history=mode)
+    rep = metrics_lib.ranking_report(cfg.tasks, users, labels, scores)
     return {t: {"auc": round(rep[t]["auc"], 4), "gauc": round(rep[t]["gauc"], 4),
-                "score_std": round(std[t], 4)} for t in cfg.tasks}
+                "score_std": round(float(np.std(scores[t])), 4)} for t in cfg.tasks}
 
 
 def main(argv=None):

@@ -21,7 +21,7 @@ LABELS = {"stca": "STCA", "stca_paper": "STCA as in the paper (no ID-match prior
           "longer": "LONGER", "din": "DIN (project)", "target_attention": "target attention",
           "mean": "mean pooling", "stca_fixed": "STCA, fixed long L",
           "deepctr_din": "DeepCTR DIN 0.9.4"}
-CURVES = ("stca", "stca_paper", "longer", "din", "target_attention", "mean")
+CURVES = ("stca", "stca_paper", "longer", "din", "mean")
 
 
 class Stat:
@@ -136,10 +136,10 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
                 a, b = auc(stca, at, t), auc(runs[other], at, t)
                 margin = a.mean - b.mean
                 ok = margin > a.half + b.half
+                outcome = "STCA ahead beyond the spread" if ok else "**not beyond the spread**"
                 checks.append(f"STCA vs {LABELS[other]} ({t}, L = {at}): {a} vs {b}, "
                               f"difference {margin:+.4f} against a combined spread of "
-                              f"{a.half + b.half:.4f}: "
-                              f"{'STCA ahead beyond the spread' if ok else '**not beyond the spread**'}")
+                              f"{a.half + b.half:.4f}: {outcome}")
         m, m5 = s["mean_len"], 5 * s["mean_len"]
         gain = Stat([a - b for a, b in zip(auc(stca, m5, long_task).values,
                                              auc(stca, m, long_task).values)])
@@ -179,11 +179,13 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
     speedup = (Stat([a / b for a, b in zip(rlb[0]["rate"].values, rlb[1]["rate"].values)])
                if len(rlb) == 2 else None)
     st = ds["data_stats"]["splits"]
+    scored = next(iter(next(iter(runs.values())).values()))["eval"]["rows"][0]
     return {"name": name, "title": TITLES[name], "s": s, "tasks": tasks, "models": models,
             "labels": LABELS, "table_a": table_a, "oracle": bool(oracle), "plot": plot,
             "history": history, "checks": checks, "outside": outside, "extrap": extrap,
             "rlb": rlb, "speedup": speedup, "train_requests": st["train"]["requests"],
-            "eval_requests": st["eval"]["requests"], "eval_targets": st["eval"]["targets"],
+            "eval_requests": st["eval"]["requests"], "scored_requests": scored["requests"],
+            "scored_targets": scored["targets"],
             "hours": ds.get("seconds", 0) / 3600, "commands": ds.get("commands", []),
             "seeds": ds["seeds"]}
 

@@ -2,8 +2,11 @@
 
 Every subcommand takes `--config FILE.yaml` and repeated `--set key=value`; a few common
 settings also have their own flags (e.g. `stca synth --users 100` is `--set synth.users=100`).
-Subcommands that read a model directory start from the config saved there, so evaluation
-and export see the model the run trained.
+Subcommands that read a model directory start from the config saved there (then --config,
+then flags and --set), so evaluation and export see the model the run trained; a value
+that describes another model than the trained one is refused (`train.check_model_dir`).
+A user error prints one line and exits with its code (pipeline/errors.py, README "Exit
+codes"); `--debug` adds the traceback.
 
     stca synth       --out DIR [--users N] [--seed S] [--format csv|jsonl|parquet]
     stca preprocess  --input GLOB --out DIR [--format ...] [--layout request|pointwise]
@@ -24,6 +27,7 @@ import traceback
 
 import pipeline  # noqa: F401  (environment for TensorFlow)
 from pipeline import config as config_lib
+from pipeline import errors
 
 # flag dest -> config key; a flag left unset does not override anything.
 _FLAG_KEYS = {
@@ -39,6 +43,8 @@ _FLAG_KEYS = {
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of a user error too (for bug reports)")
     p.add_argument("--config", help="YAML config file (sections: data, synth, model, train, "
                                     "eval, export, serving)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -98,23 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, base_dir: str | None = None) -> config_lib.Config:
-    """--config (or BASE_DIR/config.yaml when no --config is given) + flags + --set."""
+    """BASE_DIR/config.yaml (if any) <- --config <- flags <- --set, field by field."""
     from pipeline import fileio
-    path = args.config
-    if path is None and base_dir and fileio.exists(fileio.join(base_dir, "config.yaml")):
-        path = fileio.join(base_dir, "config.yaml")
+    base = None
+    if base_dir and fileio.exists(fileio.join(base_dir, "config.yaml")):
+        base = fileio.join(base_dir, "config.yaml")
     overrides = []
     for dest, key in _FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return config_lib.load_config(path, overrides + list(args.overrides))
+    return config_lib.load_config(args.config, overrides + list(args.overrides), base=base)
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> object:
     cmd = args.command
-    if cmd != "preprocess" and extra:
-        raise SystemExit(f"stca {cmd}: unrecognized arguments: {' '.join(extra)}")
     # The config is resolved and validated before any module is imported or work starts.
     cfg = resolve_config(args, getattr(args, "model_dir", None))
     if cmd == "synth":
@@ -150,20 +154,25 @@ def _run(args: argparse.Namespace, extra: list[str]) -> object:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    code = 0
+    if args.command != "preprocess" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")  # exit code 2
+    code = errors.EXIT_OK
     try:
         result = _run(args, extra)
         if isinstance(result, dict):
             print(json.dumps(result, indent=2, default=str))
-    except config_lib.ConfigError as e:
-        print(f"stca {args.command}: config error: {e}", file=sys.stderr)
-        code = 2
-    except Exception as e:  # noqa: BLE001  (reported, then the exit code says it failed)
-        if getattr(e, "cli_message_only", False):  # e.g. a failed release gate: no traceback
-            print(f"stca {args.command}: {e}", file=sys.stderr)
-        else:
+    except errors.UserError as e:
+        if args.debug:
             traceback.print_exc()
-        code = 1
+        kind = "config error: " if isinstance(e, config_lib.ConfigError) else ""
+        print(f"stca {args.command}: {kind}{e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handler (which saves first)
+        print(f"stca {args.command}: interrupted", file=sys.stderr)
+        code = errors.EXIT_SIGINT
+    except Exception:  # noqa: BLE001  (a bug: the traceback, then exit code 1)
+        traceback.print_exc()
+        code = errors.EXIT_INTERNAL
     sys.stdout.flush()
     sys.stderr.flush()
     if "tensorflow_io" in sys.modules:

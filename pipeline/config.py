@@ -11,15 +11,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import yaml
 
+from pipeline.errors import EXIT_CONFIG, UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value is invalid; the message names the field."""
+
+    exit_code = EXIT_CONFIG
 
 
 def _choice(path: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -32,6 +37,18 @@ def _choice(path: str, value: Any, allowed: Iterable[Any]) -> None:
 def _check(cond: bool, path: str, value: Any, requirement: str) -> None:
     if not cond:
         raise ConfigError(f"{path}: {value!r} is invalid; it must be {requirement}")
+
+
+def _at_most(section: Any, p: str, limit: int, *names: str) -> None:
+    for name in names:
+        _check(getattr(section, name) <= limit, f"{p}.{name}", getattr(section, name),
+               f"<= {limit}")
+
+
+def _finite(section: Any, p: str, *names: str) -> None:
+    for name in names:
+        _check(math.isfinite(getattr(section, name)), f"{p}.{name}", getattr(section, name),
+               "a finite number")
 
 
 @dataclass
@@ -84,9 +101,45 @@ class DataConfig:
                                          # u.item next to the first u.data, if present
     kuairand_video_features: str = ""    # glob of KuaiRand video feature CSVs (author_id)
     kuairand_request_window_s: int = 60
+    # Plausible range of raw timestamps: UTC ISO 8601 dates or date-times, empty = no bound.
+    # Rows outside go to the dead letters (implausible_timestamp): a millisecond value in a
+    # seconds log, a 0, or a seconds value in a millisecond log is not a real event time.
+    min_timestamp: str = "1990-01-01"
+    max_timestamp: str = "2100-01-01"
+    drop_duplicates: bool = True      # drop exact duplicate impressions (counted either way)
+    allow_empty_split: bool = False   # true: an empty train or eval split is not an error
+
+    def timestamp_range_ms(self, p: str = "data") -> tuple[int, int]:
+        """The plausible range [min, max] of timestamps in Unix ms (ConfigError if invalid).
+
+        Example:
+            DataConfig().timestamp_range_ms()  # (631152000000, 4102444800000)
+        """
+        import datetime
+
+        def ms(name: str, default: int) -> int:
+            text = str(getattr(self, name)).strip()
+            if not text:
+                return default
+            try:
+                when = datetime.datetime.fromisoformat(text)
+            except ValueError:
+                raise ConfigError(f"{p}.{name}: {text!r} is invalid; it must be an ISO 8601 "
+                                  "date or date-time (UTC unless it has an offset), e.g. "
+                                  "2015-01-01 or 2015-01-01T06:00:00, or empty") from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            return int(when.timestamp() * 1000)
+
+        low, high = ms("min_timestamp", 0), ms("max_timestamp", (1 << 63) - 1)
+        _check(low >= 0, f"{p}.min_timestamp", self.min_timestamp, "at or after 1970-01-01")
+        _check(low < high, f"{p}.max_timestamp", self.max_timestamp,
+               f"later than {p}.min_timestamp ({self.min_timestamp})")
+        return low, high
 
     def validate(self, p: str = "data") -> None:
         self.schema.validate(f"{p}.schema")
+        self.timestamp_range_ms(p)
         _choice(f"{p}.format", self.format, ("csv", "jsonl", "parquet", "movielens", "kuairand"))
         _check(self.max_history >= 1, f"{p}.max_history", self.max_history, ">= 1")
         _choice(f"{p}.history_events", self.history_events, ("all", "positive"))
@@ -151,6 +204,14 @@ HEADS = ("rankmixer", "dcn", "mlp")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 RECOMPUTE_ENCODERS = ("stca", "longer", "transformer")  # encoders with per-layer history blocks
 ID_MATCH_FIELDS = ("item", "author")
+OPTIMIZERS = ("adam", "lazy_adam", "adamw", "adagrad")
+# Upper bounds far above any real run and low enough for TensorFlow to hold (int32 tensor
+# sizes, int64 step counters): an absurd value fails here, with its field, not mid-run.
+MAX_STEPS = 10**12                # step counts (30 years at 1000 steps/s)
+MAX_LENGTH = 1 << 20              # history lengths, length buckets, targets per example
+MAX_SIZE = (1 << 31) - 1          # embedding rows, token budgets, buffers (int32 sizes)
+MAX_WIDTH = 1 << 16               # d_model, head_width
+MAX_DEPTH = 1024                  # layers, heads, ffn_mult, merge_k
 
 
 @dataclass
@@ -172,6 +233,8 @@ class LongerConfig:
                "'innertrans' needs merge_k >= 2")
         _check(self.recent_k >= 0, f"{p}.recent_k", self.recent_k, ">= 0")
         _check(self.self_attn_layers >= 1, f"{p}.self_attn_layers", self.self_attn_layers, ">= 1")
+        _at_most(self, p, MAX_DEPTH, "merge_k", "self_attn_layers")
+        _at_most(self, p, MAX_LENGTH, "recent_k")
 
 
 @dataclass
@@ -197,11 +260,13 @@ class ModelConfig:
     precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16
     # STCA attention additions to the paper (docs/model.md, "Deviations from the paper"):
     # a learned logit bonus for history events whose raw ID equals the target's, per field
-    # (empty list: off), and a learned sink logit per head that keeps how much matching
-    # evidence the history holds. Encoders without `supports_id_match` ignore id_match.
+    # (empty list: off, the paper's attention); encoders without `supports_id_match`
+    # ignore it. exp(8) ~ 3000: at the start one match outweighs a few thousand unrelated
+    # events, the scale of a training window. attention_sink: a learned sink logit per
+    # head (off: measured no gain, docs/results.md).
     id_match: list[str] = field(default_factory=lambda: ["item", "author"])
-    id_match_init: float = 4.0        # initial logit bonus of a match
-    attention_sink: bool = True
+    id_match_init: float = 8.0        # initial logit bonus of a match
+    attention_sink: bool = False
     longer: LongerConfig = field(default_factory=LongerConfig)
 
     def validate(self, p: str = "model") -> None:
@@ -214,6 +279,11 @@ class ModelConfig:
             _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
         _check(self.d_model % self.num_heads == 0, f"{p}.num_heads", self.num_heads,
                f"a divisor of model.d_model ({self.d_model})")
+        _at_most(self, p, MAX_WIDTH, "d_model", "head_width")
+        _at_most(self, p, MAX_DEPTH, "num_heads", "num_layers", "ffn_mult", "head_layers")
+        _at_most(self, p, MAX_SIZE, "item_buckets", "author_buckets", "user_buckets",
+                 "action_buckets", "time_buckets")
+        _finite(self, p, "time_log_base", "id_match_init")
         _check(self.time_log_base > 1.0, f"{p}.time_log_base", self.time_log_base, "> 1")
         _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", self.dropout, "in [0, 1)")
         _check(not self.recompute or self.encoder in RECOMPUTE_ENCODERS, f"{p}.recompute",
@@ -244,6 +314,8 @@ class LengthSamplerConfig:
         _check(self.beta_a > 0, f"{p}.beta_a", self.beta_a, "> 0")
         _check(self.beta_b > 0, f"{p}.beta_b", self.beta_b, "> 0")
         _check(self.multiple >= 1, f"{p}.multiple", self.multiple, ">= 1")
+        _at_most(self, p, MAX_LENGTH, "l_min", "l_max", "multiple")
+        _finite(self, p, "beta_a", "beta_b")
         # Sampled lengths are capped at l_max; a multiple keeps every length a multiple.
         _check(self.l_max % self.multiple == 0, f"{p}.l_max", self.l_max,
                f"a multiple of train.length.multiple ({self.multiple})")
@@ -260,7 +332,9 @@ class TrainConfig:
     max_targets: int = 16             # targets per example; longer requests are split
     shuffle_buffer: int = 2048
     steps: int = 1000
-    optimizer: str = "adam"           # adam | adamw | adagrad
+    # adam | lazy_adam (Adam with row-sparse embedding updates, pipeline/lazy_adam.py) |
+    # adamw | adagrad
+    optimizer: str = "adam"
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     decay: str = "cosine"             # cosine | none
@@ -294,7 +368,15 @@ class TrainConfig:
         _check(self.max_targets >= 1, f"{p}.max_targets", self.max_targets, ">= 1")
         _check(self.shuffle_buffer >= 0, f"{p}.shuffle_buffer", self.shuffle_buffer, ">= 0")
         _check(self.steps >= 1, f"{p}.steps", self.steps, ">= 1")
-        _choice(f"{p}.optimizer", self.optimizer, ("adam", "adamw", "adagrad"))
+        _at_most(self, p, MAX_STEPS, "steps", "warmup_steps", "checkpoint_every", "log_every")
+        _at_most(self, p, MAX_SIZE, "token_budget", "shuffle_buffer", "keep_checkpoints")
+        _at_most(self, p, MAX_LENGTH, "max_targets")
+        _check(self.bucket_boundaries[-1] <= MAX_LENGTH, f"{p}.bucket_boundaries",
+               self.bucket_boundaries, f"lengths <= {MAX_LENGTH}")
+        # NumPy seeds the Python, NumPy and TF generators from it: 32 bits, non-negative.
+        _check(0 <= self.seed < 1 << 32, f"{p}.seed", self.seed, f"in [0, {(1 << 32) - 1}]")
+        _finite(self, p, "learning_rate", "weight_decay", "clip_norm")
+        _choice(f"{p}.optimizer", self.optimizer, OPTIMIZERS)
         _check(self.learning_rate > 0, f"{p}.learning_rate", self.learning_rate, "> 0")
         _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, ">= 0")
         _choice(f"{p}.decay", self.decay, ("cosine", "none"))
@@ -325,6 +407,9 @@ class EvalConfig:
                self.lengths, "a non-empty list of positive lengths")
         _check(self.token_budget >= 1, f"{p}.token_budget", self.token_budget, ">= 1")
         _check(self.max_requests >= 0, f"{p}.max_requests", self.max_requests, ">= 0")
+        _check(max(self.lengths) <= MAX_LENGTH, f"{p}.lengths", self.lengths,
+               f"lengths <= {MAX_LENGTH}")
+        _at_most(self, p, MAX_SIZE, "token_budget")
 
 
 @dataclass
@@ -341,8 +426,13 @@ class ExportConfig:
     verify_requests: int = 256        # held-out requests verify-export scores; 0 = all
 
     def validate(self, p: str = "export") -> None:
-        _check(bool(self.model_name) and "/" not in self.model_name, f"{p}.model_name",
-               self.model_name, "a non-empty name without '/'")
+        # The name is a directory under the export base, a URL path segment and a quoted
+        # models.config string: only plain names, so it can never leave the base.
+        name = self.model_name
+        _check(isinstance(name, str) and 0 < len(name) <= 128 and name.isascii()
+               and all(c.isalnum() or c in "_.-" for c in name) and name[0] not in ".-",
+               f"{p}.model_name", name, "a plain directory name: letters, digits, '_', '-' "
+               "and '.', not starting with '.' or '-' (no '/', '\\', '.' or '..')")
         _check(self.version >= 0, f"{p}.version", self.version, ">= 0")
         _choice(f"{p}.cache_dtype", self.cache_dtype, ("float32", "bfloat16"))
         _choice(f"{p}.precision", self.precision, ("float32", "as_trained"))
@@ -351,6 +441,8 @@ class ExportConfig:
         _check(self.warmup_history >= 1, f"{p}.warmup_history", self.warmup_history, ">= 1")
         _check(self.warmup_candidates >= 1, f"{p}.warmup_candidates", self.warmup_candidates,
                ">= 1")
+        _at_most(self, p, MAX_LENGTH, "warmup_history", "warmup_candidates", "verify_history")
+        _at_most(self, p, MAX_SIZE, "verify_requests")
 
 
 @dataclass
@@ -360,14 +452,40 @@ class ServingConfig:
     chunk_size: int = 128             # candidates per score_candidates call
     cache_bytes: int = 256 << 20      # LRU user-cache capacity
     cache_ttl_s: float = 300.0
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0           # per call of the REST / gRPC transports
+    # gRPC over TLS (GrpcTransport.from_config), PEM file paths: root CAs ("" = gRPC's
+    # bundled roots); a client certificate + key only for servers requiring mutual TLS;
+    # the name the server certificate carries when it is not the target's host.
+    grpc_tls: bool = False
+    grpc_root_certs: str = ""
+    grpc_client_cert: str = ""
+    grpc_client_key: str = ""
+    grpc_server_name: str = ""
 
     def validate(self, p: str = "serving") -> None:
-        for name in ("max_history", "max_candidates", "chunk_size"):
-            _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
-        _check(self.cache_bytes >= 0, f"{p}.cache_bytes", self.cache_bytes, ">= 0")
-        _check(self.cache_ttl_s > 0, f"{p}.cache_ttl_s", self.cache_ttl_s, "> 0")
-        _check(self.timeout_s > 0, f"{p}.timeout_s", self.timeout_s, "> 0")
+        # Types too: a ServingConfig is often built in code (RankingClient), not from YAML.
+        for name, low in (("max_history", 1), ("max_candidates", 1), ("chunk_size", 1),
+                          ("cache_bytes", 0)):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                   f"{p}.{name}", value, f"an integer >= {low}")
+        _at_most(self, p, MAX_LENGTH, "max_history", "max_candidates", "chunk_size")
+        for name in ("cache_ttl_s", "timeout_s"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and value > 0, f"{p}.{name}", value, "a number of seconds > 0")
+        # Sockets refuse timeouts beyond time_t (OverflowError on .inf).
+        _check(self.timeout_s <= 1e9, f"{p}.timeout_s", self.timeout_s, "<= 1e9 seconds")
+        _check(isinstance(self.grpc_tls, bool), f"{p}.grpc_tls", self.grpc_tls, "true or false")
+        for name in ("grpc_root_certs", "grpc_client_cert", "grpc_client_key",
+                     "grpc_server_name"):
+            value = getattr(self, name)
+            _check(isinstance(value, str), f"{p}.{name}", value, "a string (a path or a name)")
+            _check(self.grpc_tls or not value, f"{p}.{name}", value,
+                   f"empty unless {p}.grpc_tls=true (TLS is off)")
+        _check(bool(self.grpc_client_cert) == bool(self.grpc_client_key),
+               f"{p}.grpc_client_key", self.grpc_client_key,
+               f"set together with {p}.grpc_client_cert (mutual TLS needs both, or neither)")
 
 
 @dataclass
@@ -392,6 +510,9 @@ class Config:
 
 # ---------------------------------------------------------------------------------------
 # Building configs from dicts, YAML and --set overrides.
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
 
 def _coerce(path: str, value: Any, tp: Any) -> Any:
     """Converts a YAML/CLI value to the annotated field type or raises ConfigError."""
@@ -418,24 +539,33 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        number = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str):
             try:
-                return int(value.replace("_", ""))
+                number = int(value.replace("_", ""))
             except ValueError:
                 pass
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        # Every integer reaches TensorFlow or NumPy as an int64 at most.
+        _check(INT64_MIN <= number <= INT64_MAX, path, number,
+               "a signed 64-bit integer, in [-2**63, 2**63 - 1]")
+        return number
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
-            except ValueError:
-                pass
+            if isinstance(value, str):
+                return float(value)
+        except ValueError:
+            pass
+        except OverflowError:  # an int beyond float range, e.g. 10**400
+            raise ConfigError(f"{path}: {str(value)[:24]}... ({len(str(value))} digits) is out "
+                              "of the range of a number") from None
         raise ConfigError(f"{path}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -467,6 +597,20 @@ def config_from_dict(values: dict | None) -> Config:
     return _from_dict(Config, values or {})
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader without its implicit dates: `2015-01-01` stays a string (fields
+    that take dates check them), and a bad date such as 1990-13-01 is not a ValueError."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Splits 'a.b.c=value' into (['a','b','c'], yaml-parsed value)."""
     if "=" not in text:
@@ -476,7 +620,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not keys:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        value = _yaml(raw) if raw.strip() != "" else ""
     except yaml.YAMLError:
         value = raw
     return keys, value
@@ -494,19 +638,78 @@ def apply_overrides(values: dict, overrides: Iterable[str]) -> dict:
     return values
 
 
+def read_yaml(path: str) -> dict:
+    """The sections of a YAML config file; ConfigError (one line, naming the file) when it
+    cannot be read or is not a YAML mapping. Only plain YAML: tags such as !!python/object
+    are refused (safe_load), never run."""
+    from pipeline import fileio
+    try:
+        loaded = _yaml(fileio.read_text(path))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"{path}: cannot read the config file ({reason})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: invalid YAML{where}: {' '.join(problem.split())}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return loaded or {}
+
+
+def _merge(into: dict, values: dict) -> dict:
+    """Field-by-field update: nested sections are merged, other values replaced."""
+    for k, v in values.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
 def load_config(path: str | None = None, overrides: Iterable[str] = (),
-                validate: bool = True) -> Config:
-    """YAML file (optional) + `key=value` overrides -> validated Config."""
+                validate: bool = True, base: str | None = None) -> Config:
+    """YAML `base` (optional, e.g. a model dir's saved config) <- YAML file (optional) <-
+    `key=value` overrides -> validated Config; each source overrides the fields it names."""
     values: dict = {}
-    if path:
-        from pipeline import fileio
-        loaded = yaml.safe_load(fileio.read_text(path))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        values = loaded or {}
+    for source in (base, path):
+        if source:
+            _merge(values, read_yaml(source))
     values = apply_overrides(values, overrides)
     cfg = config_from_dict(values)
     return cfg.validate() if validate else cfg
+
+
+# Model fields that change how a trained model computes, not which weights it has: a run
+# may resume, evaluate or export a model with other values (e.g. export computes float32).
+RUNTIME_MODEL_FIELDS = ("dropout", "recompute", "precision", "id_match_init")
+
+
+def architecture_diff(trained: Config, cfg: Config) -> list[str]:
+    """The fields where cfg describes another model than the one `trained` describes: every
+    model.* field but RUNTIME_MODEL_FIELDS, and data.schema.tasks (one output per task).
+
+    Returns:
+      e.g. ["model.d_model: 32 (trained: 16)"]; empty when cfg builds the trained model.
+    """
+    def flat(section: dict, prefix: str) -> dict:
+        out = {}
+        for k, v in section.items():
+            out.update(flat(v, f"{prefix}.{k}") if isinstance(v, dict) else {f"{prefix}.{k}": v})
+        return out
+
+    def fields(c: Config) -> dict:
+        out = flat(config_to_dict(c.model), "model")
+        for name in RUNTIME_MODEL_FIELDS:
+            out.pop(f"model.{name}")
+        out["data.schema.tasks"] = list(c.tasks)
+        return out
+
+    old, new = fields(trained), fields(cfg)
+    return [f"{k}: {new[k]!r} (trained: {old[k]!r})" for k in new if new[k] != old[k]]
 
 
 def dump_config(cfg: Config) -> str:

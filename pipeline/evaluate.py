@@ -196,9 +196,9 @@ def markdown_table(rows, tasks, per_doubling=None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if ablation:
-        text += ("\n\"AUC - no history\": AUC with the request's history minus AUC with the history "
-                 "emptied; \"AUC - other user's\": minus AUC with the history of another "
-                 "user's request. Near 0: the model does not use the history.\n")
+        text += ("\n\"AUC - no history\": AUC with the request's history minus AUC with the "
+                 "history emptied; \"AUC - other user's\": minus AUC with the history of "
+                 "another user's request. Near 0: the model does not use the history.\n")
     if per_doubling:
         text += "\nAUC gained per doubling of L (least-squares slope over the lengths): " + \
             ", ".join(f"{t} {v:+.4f}" for t, v in per_doubling.items()) + "\n"
@@ -233,13 +233,16 @@ def plot_auc_vs_length(rows, tasks, train_mean, train_max, path: str, title: str
 def run(cfg: config_lib.Config, data_dir: str, model_dir: str, out_dir: str | None = None) -> dict:
     cfg.validate()
     fileio.ensure_filesystem(data_dir)
-    try:
-        input_lib.list_shards(data_dir, "eval")
-    except FileNotFoundError as e:
-        raise config_lib.ConfigError(f"--data: {e}") from None
     from pipeline.train import load_trained_model
     model, checkpoint = load_trained_model(cfg, model_dir)
-    rows = evaluate_lengths(model, cfg, data_dir, cfg.eval.lengths)
+    input_lib.check_split(data_dir, "eval", cfg.tasks)  # DataError: missing, empty, unreadable
+    try:
+        rows = evaluate_lengths(model, cfg, data_dir, cfg.eval.lengths)
+    except input_lib.READ_ERRORS as e:
+        bad = input_lib.find_bad_shard(data_dir, "eval", cfg.tasks)  # tf.data names no file
+        if bad is None:
+            raise
+        raise bad from e
     out_dir = out_dir or fileio.join(model_dir, "eval")
     config_lib.save_config(cfg, out_dir)
     report = write_report(rows, cfg, out_dir, f"{cfg.model.encoder}: AUC vs inference length")

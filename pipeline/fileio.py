@@ -1,11 +1,15 @@
 """File access for local, gs:// and s3:// paths (tf.io.gfile plus tensorflow-io's file systems).
 
 Beam transforms use Beam's FileSystems; everything else (configs, checkpoints, reports,
-exports) goes through here so that one path syntax works everywhere.
+exports) goes through here so that one path syntax works everywhere. A location that
+cannot be written raises `OutputError` (an OSError) naming it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+
+from pipeline.errors import OutputError
 
 _TFIO_SCHEMES = ("s3://", "hdfs://", "az://")
 
@@ -31,9 +35,23 @@ def join(*parts: str) -> str:
     return os.path.join(*parts)
 
 
+@contextlib.contextmanager
+def _writing(path: str):
+    """OSError (e.g. not a directory, permission denied, disk full) -> OutputError."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+
+
 def makedirs(path: str) -> None:
     if not is_remote(path):
-        os.makedirs(path, exist_ok=True)
+        if os.path.isfile(path):
+            raise OutputError(f"cannot write {path}: it is a file, not a directory")
+        with _writing(path):
+            os.makedirs(path, exist_ok=True)
         return
     ensure_filesystem(path)
     if not path.startswith("s3://"):  # object stores have no directories to create
@@ -60,19 +78,24 @@ def read_text(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     ensure_filesystem(path)
-    with _gfile().GFile(path, "r") as f:
-        return f.read()
+    import tensorflow as tf
+    try:
+        with _gfile().GFile(path, "r") as f:
+            return f.read()
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(2, "No such file or directory", path) from None
 
 
 def write_bytes(path: str, data: bytes) -> None:
     if not is_remote(path):
         parent = os.path.dirname(path)
         if parent:
-            os.makedirs(parent, exist_ok=True)
+            makedirs(parent)
         tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # atomic: readers never see a half-written file
+        with _writing(path):
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # atomic: readers never see a half-written file
         return
     ensure_filesystem(path)
     with _gfile().GFile(path, "wb") as f:

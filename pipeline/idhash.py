@@ -3,6 +3,9 @@
 Shared by the Beam job and the serving client, so the IDs a model was trained on are the
 IDs it is served with. The rule, which must never change once data has been written:
 
+0. Text is trimmed first: whitespace, byte-order marks and zero-width characters around it
+   are removed ("\ufeffu9", " u9 " and "u9" are one ID: a BOM at the start of a file, or of
+   a file concatenated into the middle of another, must not make a different user).
 1. An integer in [0, 2**63), or a string of decimal digits whose value is in that range,
    maps to that integer ("42", " 42 " and 42 are the same ID; so are "007" and 7).
 2. Anything else (other strings, negative numbers, bytes) maps to the first 8 bytes of
@@ -17,8 +20,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import re
 
 MAX_ID = (1 << 63) - 1
+# \s is Unicode whitespace, the set str.strip() removes, so IDs without invisible
+# characters hash as before; added: BOM / zero-width no-break space, zero-width space,
+# non-joiner, joiner and word joiner.
+_EDGES = re.compile(r"^[\s\ufeff\u200b\u200c\u200d\u2060]+|[\s\ufeff\u200b\u200c\u200d\u2060]+$")
 
 
 class IdError(ValueError):
@@ -29,6 +37,11 @@ def hash_text(text: str | bytes) -> int:
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     digest = hashlib.blake2b(data, digest_size=8).digest()
     return int.from_bytes(digest, "big") & MAX_ID
+
+
+def normalize(text: str) -> str:
+    """The text an ID is hashed from: surrounding whitespace and invisible marks removed."""
+    return _EDGES.sub("", text)
 
 
 def stable_id(value) -> int:
@@ -50,7 +63,7 @@ def stable_id(value) -> int:
             return hash_text(value)
     if not isinstance(value, str):
         raise IdError(f"not an ID: {value!r} ({type(value).__name__})")
-    text = value.strip()
+    text = normalize(value)
     if not text:
         raise IdError("empty ID")
     if text.isascii() and text.isdigit():

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ import tensorflow as tf
 
 from pipeline import features, fileio
 from pipeline.config import Config, ConfigError, LengthSamplerConfig
+from pipeline.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Records per vectorized parse_examples call. Measured on 10240-event records, 2 CPU cores:
@@ -38,6 +40,10 @@ READ_CYCLE = 8                 # shards read concurrently per pipeline
 READ_BUFFER = 8 << 20          # bytes of read-ahead per shard (large for gs:// and s3://)
 EVAL_MIN_BUCKET = 64           # smallest evaluation bucket (then powers of two up to length)
 TARGET_START = "target_start"  # added to parsed examples: offset of a piece's first target
+# What reading a bad shard raises: DataLossError (truncated, or not a TFRecord file),
+# InvalidArgumentError (a record that is not a request Example, or lacks a task's labels),
+# UnicodeDecodeError (TensorFlow quoting a binary record in its message).
+READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError)
 
 
 def list_shards(data_dir: str, split: str) -> list[str]:
@@ -69,7 +75,65 @@ def compression_type(path: str) -> str:
             return kind
         except tf.errors.DataLossError:
             continue
-    raise ValueError(f"{path}: neither a plain nor a GZIP TFRecord file")
+    raise DataError(f"{path}: neither a plain nor a GZIP TFRecord file")
+
+
+def _reason(error: Exception) -> str:
+    """One short line from a TensorFlow read / parse error."""
+    if isinstance(error, UnicodeDecodeError):
+        return "a record is not a tf.train.Example"
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{[^}]*\}\}", "", text).strip().split("\n")[0]
+    text = re.sub(r"\s*\[Op:\w+\].*", "", text)
+    if "Could not parse example input" in text:
+        return "a record is not a tf.train.Example"
+    return text[:300]
+
+
+def _check_shard(path: str, tasks: Sequence[str], records: int | None) -> int:
+    """Reads (the first `records` or all) records of a shard and parses them as requests
+    with labels for `tasks`; returns how many it read. DataError naming the shard."""
+    ds = tf.data.TFRecordDataset(path, compression_type(path))
+    if records is not None:
+        ds = ds.take(records)
+    count = 0
+    try:
+        for serialized in ds.batch(PARSE_BATCH):
+            features.parse_examples(serialized, tasks)
+            count += int(serialized.shape[0])
+    except READ_ERRORS as e:
+        raise DataError(f"{path}: {_reason(e)}") from None
+    return count
+
+
+def check_split(data_dir: str, split: str, tasks: Sequence[str]) -> list[str]:
+    """The shards of DATA_DIR/SPLIT, after a quick check before any work: the first record
+    of every shard reads and parses as a request with labels for `tasks`, and the split
+    holds at least one record (an empty split would make training wait forever).
+
+    Raises:
+      DataError naming the directory or the shard and the problem.
+    """
+    try:
+        files = list_shards(data_dir, split)
+    except FileNotFoundError as e:
+        raise DataError(f"--data: {e}") from None
+    if not sum(_check_shard(f, tasks, records=1) for f in files):
+        raise DataError(f"--data: the {split} split is empty: its {len(files)} shard(s) in "
+                        f"{fileio.join(data_dir, split)} hold no records")
+    return files
+
+
+def find_bad_shard(data_dir: str, split: str, tasks: Sequence[str]) -> DataError | None:
+    """After a read of DATA_DIR/SPLIT failed with one of READ_ERRORS (whose messages name
+    no file): reads every shard to the end and returns the DataError naming the first bad
+    one, or None when all of them read (the failure was not the data's)."""
+    for path in list_shards(data_dir, split):
+        try:
+            _check_shard(path, tasks, records=None)
+        except DataError as e:
+            return e
+    return None
 
 
 def sample_lengths(n, cfg: LengthSamplerConfig, seed) -> tf.Tensor:

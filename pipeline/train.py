@@ -7,6 +7,11 @@ signature has None batch / length dims, so token-budget buckets never retrace it
 A restarted run resumes from the newest checkpoint in MODEL_DIR/checkpoints: weights,
 optimizer slots and the step counter (`optimizer.iterations`). The input pipeline is not
 checkpointed; a resumed run reshuffles with a seed derived from the step it resumes at.
+SIGTERM / SIGINT save a checkpoint at the next step boundary and exit with 143 / 130.
+
+Nothing is written to MODEL_DIR before the run is known to fit it: the data is checked
+(an empty or unreadable split fails at once) and a config that describes another model
+than the one MODEL_DIR holds is refused with the differing fields (`check_model_dir`).
 
 Example:
     stca train --data runs/demo/data --model-dir runs/demo/model --set train.steps=300
@@ -24,7 +29,7 @@ import numpy as np
 
 import pipeline  # noqa: F401
 from pipeline import config as config_lib
-from pipeline import fileio
+from pipeline import errors, fileio
 from pipeline import input as input_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -81,6 +86,9 @@ def make_optimizer(train_cfg: config_lib.TrainConfig, precision: str):
         warmup_steps=warmup)
     if train_cfg.optimizer == "adam":
         opt = tf.keras.optimizers.Adam(lr)
+    elif train_cfg.optimizer == "lazy_adam":
+        from pipeline.lazy_adam import LazyAdam
+        opt = LazyAdam(lr)
     elif train_cfg.optimizer == "adamw":
         opt = tf.keras.optimizers.AdamW(lr, weight_decay=train_cfg.weight_decay)
     else:
@@ -89,35 +97,102 @@ def make_optimizer(train_cfg: config_lib.TrainConfig, precision: str):
 
 
 class _StopFlag:
-    """SIGTERM/SIGINT -> save a checkpoint at the next step boundary, then stop."""
+    """Within `with`: SIGTERM / SIGINT set `signum`; the loop stops at the next step boundary.
+
+    The previous handlers come back on exit and at the first signal, so a second signal
+    acts at once (SIGTERM ends the process, SIGINT raises KeyboardInterrupt).
+    """
+
+    EXIT_CODES = {signal.SIGTERM: errors.EXIT_SIGTERM, signal.SIGINT: errors.EXIT_SIGINT}
 
     def __init__(self):
-        self.stop = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in self.EXIT_CODES:
             try:
-                signal.signal(sig, self._handle)
+                self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. inside a test runner thread)
                 pass
+        return self
 
-    def _handle(self, signum, frame):
-        self.stop = True
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        self._restore()
 
 
-def check_data(data_dir: str) -> list[str]:
-    """Fails before any work when the data dir has no training shards."""
+def latest_checkpoint(model_dir: str) -> str | None:
+    """The newest checkpoint prefix in MODEL_DIR/checkpoints, or None."""
+    import tensorflow as tf
+    return tf.train.latest_checkpoint(fileio.join(model_dir, CHECKPOINT_SUBDIR))
+
+
+def check_model_dir(cfg: config_lib.Config, model_dir: str) -> None:
+    """Refuses a config that describes another model than the one MODEL_DIR holds.
+
+    The config saved with the checkpoints (MODEL_DIR/config.yaml) defines the trained
+    architecture; `config_lib.architecture_diff` says which fields must match it (model.*
+    but a few runtime fields, data.schema.tasks); the rest may change (e.g. train.steps).
+    A model dir without a checkpoint holds no model.
+
+    Raises:
+      ConfigError naming every differing field with its trained value.
+    """
+    path = fileio.join(model_dir, "config.yaml")
+    if latest_checkpoint(model_dir) is None or not fileio.exists(path):
+        return
+    diff = config_lib.architecture_diff(config_lib.load_config(path, validate=False), cfg)
+    if diff:
+        raise config_lib.ConfigError(
+            f"--model-dir {model_dir} holds a model with another architecture: "
+            + "; ".join(diff) + f" ({path} defines the trained model; drop these values or "
+            "use a new --model-dir)")
+
+
+def _restore(ckpt, checkpoint: str, partial: bool, what: str) -> None:
+    """ckpt.restore(checkpoint) with every existing object matched (`partial`: objects of the
+    checkpoint that ckpt lacks, e.g. optimizer slots, are fine).
+
+    Raises:
+      ConfigError when the checkpoint holds another model (`what` says which settings
+      decide it), DataError when it cannot be read.
+    """
+    import tensorflow as tf
     try:
-        return input_lib.list_shards(data_dir, "train")
-    except FileNotFoundError as e:
-        raise config_lib.ConfigError(f"--data: {e}") from None
+        status = ckpt.restore(checkpoint)
+        (status.expect_partial() if partial else status).assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise config_lib.ConfigError(
+            f"--model-dir: checkpoint {checkpoint} does not fit the model of the config "
+            f"({what}): {' '.join(str(e).split())[:300]}") from None
+    except (tf.errors.OpError, IndexError) as e:  # IndexError: TF's reader on a short file
+        raise errors.DataError(f"--model-dir: cannot read checkpoint {checkpoint}: "
+                               f"{' '.join(str(e).split())[:300]}") from None
 
 
 def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
-    """Trains cfg.train.steps steps (resuming if MODEL_DIR has checkpoints); returns metrics."""
+    """Trains cfg.train.steps steps (resuming if MODEL_DIR has checkpoints); returns metrics.
+
+    Raises:
+      ConfigError (a config that does not fit MODEL_DIR's model), DataError (empty or
+      unreadable training data; mid-run after saving a checkpoint), Interrupted (SIGTERM /
+      SIGINT, after saving a checkpoint).
+    """
     cfg.validate()
     fileio.ensure_filesystem(data_dir)
     fileio.ensure_filesystem(model_dir)
-    check_data(data_dir)
+    check_model_dir(cfg, model_dir)
     strategy = make_strategy(cfg.train.strategy)  # before other TF work (multi-worker)
+    input_lib.check_split(data_dir, "train", cfg.tasks)
 
     import tensorflow as tf
     from model import build_model
@@ -129,8 +204,7 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     chief = is_chief(strategy)
     work_dir = model_dir if chief else fileio.join(
         model_dir, f".worker-{_tf_config().get('task', {}).get('index', 0)}")
-    if chief:
-        config_lib.save_config(cfg, model_dir)
+    fileio.makedirs(work_dir)  # OutputError now, not after the model is built
 
     with strategy.scope():
         model = build_model(cfg.model, cfg.tasks, clip_norm=cfg.train.clip_norm)
@@ -143,10 +217,22 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         # Slots exist before the first step, so the step function is traced exactly once
         # (a first call that creates variables would be traced twice).
         optimizer.build(model.trainable_variables)
-        restored = manager.restore_or_initialize()
+        restored = manager.latest_checkpoint
+        if restored:
+            _restore(ckpt, restored, partial=False, what="model.*, data.schema.tasks, or "
+                     "model.precision mixed_float16 and its loss scale")
+    if chief:
+        config_lib.save_config(cfg, model_dir)  # only now: cfg fits the checkpoint
     start_step = int(optimizer.iterations.numpy())
     if restored:
         print(f"resumed from {restored} at step {start_step}", flush=True)
+
+    def save_now() -> str:
+        """A checkpoint of the current step if this run took one; says what is on disk."""
+        now = int(optimizer.iterations.numpy())
+        if now == start_step:
+            return f"checkpoint {restored} kept" if restored else "no step taken, none saved"
+        return f"checkpoint {manager.save(checkpoint_number=now, check_interval=False)} saved"
 
     # Shuffled runs draw a fresh order on resume; deterministic runs replay the order and
     # skip what the checkpointed steps consumed, so a resumed run equals an uninterrupted one.
@@ -166,39 +252,58 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     interactive = chief and sys.stdout.isatty()
     progbar = tf.keras.utils.Progbar(cfg.train.steps, stateful_metrics=["loss"],
                                      verbose=1 if interactive else 0)
-    stop = _StopFlag()
-    iterator = iter(dataset)
-    for _ in range(start_step if deterministic else 0):
-        next(iterator)
-    losses, t0, step, padded_lengths, targets_seen = [], time.time(), start_step, set(), 0
-    window_t0, window_tokens, window_requests = time.time(), 0, 0
-    while step < cfg.train.steps and not stop.stop:
-        batch = next(iterator)
-        loss = float(dist_step(batch))
-        step = int(optimizer.iterations.numpy())
-        losses.append(loss)
-        tokens, requests, length, targets = _batch_size(strategy, batch)
-        padded_lengths.add(length)
-        targets_seen += targets
-        window_tokens += tokens
-        window_requests += requests
-        progbar.update(step, [("loss", loss)])
-        if step % cfg.train.checkpoint_every == 0:
-            manager.save(checkpoint_number=step, check_interval=False)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            elapsed = max(time.time() - window_t0, 1e-9)
-            with writer.as_default(step=step):
-                tf.summary.scalar("loss", loss)
-                tf.summary.scalar("learning_rate", _current_lr(optimizer))
-                tf.summary.scalar("history_tokens_per_s", window_tokens / elapsed)
-                tf.summary.scalar("requests_per_s", window_requests / elapsed)
-                for m in model.metrics:
-                    tf.summary.scalar(m.name, m.result())
-            if chief and not interactive:
-                print(f"step {step}/{cfg.train.steps} loss={loss:.4f} "
-                      f"tokens/s={window_tokens / elapsed:,.0f} "
-                      f"requests/s={window_requests / elapsed:,.1f}", flush=True)
-            window_t0, window_tokens, window_requests = time.time(), 0, 0
+    with _StopFlag() as stop:
+        iterator = iter(dataset)
+
+        def next_batch():
+            try:
+                return next(iterator)
+            except input_lib.READ_ERRORS as e:
+                # tf.data names no file: find the bad shard, keep what was trained, stop.
+                bad = input_lib.find_bad_shard(data_dir, "train", cfg.tasks)
+                if bad is None:
+                    raise
+                raise errors.DataError(f"{bad}; training stopped at step "
+                                       f"{int(optimizer.iterations.numpy())} ({save_now()}); "
+                                       "replace or remove the shard and rerun") from e
+
+        for _ in range(start_step if deterministic else 0):
+            next_batch()
+        losses, t0, step, padded_lengths, targets_seen = [], time.time(), start_step, set(), 0
+        window_t0, window_tokens, window_requests = time.time(), 0, 0
+        while step < cfg.train.steps and stop.signum is None:
+            batch = next_batch()
+            loss = float(dist_step(batch))
+            step = int(optimizer.iterations.numpy())
+            losses.append(loss)
+            tokens, requests, length, targets = _batch_size(strategy, batch)
+            padded_lengths.add(length)
+            targets_seen += targets
+            window_tokens += tokens
+            window_requests += requests
+            progbar.update(step, [("loss", loss)])
+            if step % cfg.train.checkpoint_every == 0:
+                manager.save(checkpoint_number=step, check_interval=False)
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                elapsed = max(time.time() - window_t0, 1e-9)
+                with writer.as_default(step=step):
+                    tf.summary.scalar("loss", loss)
+                    tf.summary.scalar("learning_rate", _current_lr(optimizer))
+                    tf.summary.scalar("history_tokens_per_s", window_tokens / elapsed)
+                    tf.summary.scalar("requests_per_s", window_requests / elapsed)
+                    for m in model.metrics:
+                        tf.summary.scalar(m.name, m.result())
+                if chief and not interactive:
+                    print(f"step {step}/{cfg.train.steps} loss={loss:.4f} "
+                          f"tokens/s={window_tokens / elapsed:,.0f} "
+                          f"requests/s={window_requests / elapsed:,.1f}", flush=True)
+                window_t0, window_tokens, window_requests = time.time(), 0, 0
+    if stop.signum is not None and step < cfg.train.steps:
+        writer.close()
+        raise errors.Interrupted(
+            f"stopped by {signal.Signals(stop.signum).name} at step {step} of "
+            f"{cfg.train.steps} ({save_now()}); rerun the same command to resume",
+            exit_code=_StopFlag.EXIT_CODES[stop.signum])
     manager.save(checkpoint_number=step, check_interval=False)
     writer.close()
 
@@ -206,7 +311,6 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         "steps": step,
         "start_step": start_step,
         "resumed_from": restored,
-        "stopped_early": bool(stop.stop and step < cfg.train.steps),
         "loss_avg_first_20": float(np.mean(losses[:20])) if losses else None,
         "final_loss_avg_last_20": float(np.mean(losses[-20:])) if losses else None,
         "train_metrics": {m.name: float(m.result()) for m in model.metrics},
@@ -242,16 +346,33 @@ def _current_lr(optimizer) -> float:
 
 
 def load_trained_model(cfg: config_lib.Config, model_dir: str):
-    """Builds the model from cfg and restores the newest checkpoint in MODEL_DIR (weights only)."""
+    """The model of MODEL_DIR with the weights of its newest checkpoint (no optimizer state),
+    after `check_model_dir`; returns (model, checkpoint). Used by evaluate and export.
+
+    Raises:
+      DataError (no checkpoint, or an unreadable one), ConfigError (cfg describes another
+      model than the trained one).
+    """
+    fileio.ensure_filesystem(model_dir)
+    latest = latest_checkpoint(model_dir)
+    if latest is None:
+        raise errors.DataError(f"--model-dir: no checkpoint in "
+                               f"{fileio.join(model_dir, CHECKPOINT_SUBDIR)}; run "
+                               f"`stca train --model-dir {model_dir}` first")
+    check_model_dir(cfg, model_dir)
+    return restore_checkpoint(cfg, latest), latest
+
+
+def restore_checkpoint(cfg: config_lib.Config, checkpoint: str):
+    """The one restore of a trained model: built from cfg, weights from `checkpoint`.
+
+    Raises:
+      ConfigError when the checkpoint holds another architecture, DataError when it
+      cannot be read.
+    """
     import tensorflow as tf
     from model import build_model
-    fileio.ensure_filesystem(model_dir)
-    ckpt_dir = fileio.join(model_dir, CHECKPOINT_SUBDIR)
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if latest is None:
-        raise config_lib.ConfigError(f"--model-dir: no checkpoint found in {ckpt_dir}; "
-                                     "run `stca train` first")
     model = build_model(cfg.model, cfg.tasks)  # built: restore is matched at once
-    status = tf.train.Checkpoint(model=model).restore(latest)
-    status.expect_partial().assert_existing_objects_matched()  # optimizer slots are not needed
-    return model, latest
+    _restore(tf.train.Checkpoint(model=model), checkpoint, partial=True,  # no optimizer
+             what="model.*, data.schema.tasks")
+    return model

@@ -21,6 +21,10 @@ Inputs are built by the training input builder (`pipeline.features`, IDs by
 `pipeline.idhash.stable_id`) and validated against the signatures the server reports
 before anything is sent. This module never imports the `model` package.
 
+Errors: every bad request raises `RequestError` (nothing else escapes for bad input); a
+server failure, a timeout (serving.timeout_s) or non-finite outputs (NaN / Inf scores or
+user cache, never returned nor cached) raise `ServingError`; a bad config `ConfigError`.
+
 Example:
     client = RankingClient(GrpcTransport("localhost:8500", "stca"), cfg.serving)
     result = client.rank({"user_id": "u42", "request_ts": 1_700_000_000_000},
@@ -31,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import reprlib
 import threading
 import time
 from dataclasses import dataclass
@@ -39,11 +44,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from pipeline import features
-from pipeline.config import Config, ServingConfig
+from pipeline.config import Config, ConfigError, ServingConfig
 from serving import requests as req
 from serving import signatures as sigs
 from serving.cache import LRUCache
 from serving.requests import RequestError  # noqa: F401  (re-exported for callers)
+from serving.transport import ServingError
 
 
 @dataclass
@@ -58,14 +64,25 @@ class RankingClient:
 
     Args:
       transport: RestTransport | GrpcTransport | InProcessTransport (serving/transport.py).
-      serving_cfg: `pipeline.config.ServingConfig` (limits, chunk size, cache budget, TTL).
+        A transport built without an explicit timeout_s gets serving.timeout_s (of the
+        first client it is given to, when shared).
+      serving_cfg: `pipeline.config.ServingConfig` (limits, chunk size, cache budget, TTL,
+        timeout).
       clock: seconds for the cache TTL (injectable for tests).
+
+    Raises:
+      ConfigError: serving_cfg is not a valid ServingConfig.
     """
 
     def __init__(self, transport, serving_cfg: ServingConfig | None = None,
                  clock: Callable[[], float] = time.monotonic):
+        if serving_cfg is not None and not isinstance(serving_cfg, ServingConfig):
+            raise ConfigError(f"serving_cfg: expected a pipeline.config.ServingConfig (e.g. "
+                              f"cfg.serving), got {type(serving_cfg).__name__}")
         self.cfg = serving_cfg or ServingConfig()
         self.cfg.validate()
+        if getattr(transport, "timeout_s", 0) is None:  # not set by its caller
+            transport.timeout_s = self.cfg.timeout_s
         self.transport = transport
         self.limits = req.Limits.from_config(self.cfg)
         self.cache = LRUCache(self.cfg.cache_bytes, self.cfg.cache_ttl_s, clock)
@@ -84,9 +101,17 @@ class RankingClient:
 
     @property
     def tasks(self) -> list[str]:
-        outputs = self.contract[sigs.SERVING_DEFAULT]["outputs"]
+        outputs = self._served(sigs.SERVING_DEFAULT)["outputs"]
         return [n[len(sigs.SCORE_PREFIX):] for n in sorted(outputs)
                 if n.startswith(sigs.SCORE_PREFIX)]
+
+    def _served(self, signature_name: str) -> dict:
+        """The contract of a signature rank() needs; ServingError if the server lacks it."""
+        contract = self.contract
+        if signature_name not in contract:
+            raise ServingError(f"the served model has no {signature_name!r} signature (it has "
+                               f"{sorted(contract)}); serve an export of `stca export`")
+        return contract[signature_name]
 
     # ------------------------------------------------------------ calls
     def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict:
@@ -94,47 +119,67 @@ class RankingClient:
 
         Raises:
           RequestError: unknown signature, missing / extra inputs, wrong dtypes or shapes,
-            lengths outside [0, padded width] or above the serving limits.
-          serving.transport.ServingError: the server failed the call.
+            lengths outside [0, padded width] or above the serving limits, NaN / Inf
+            floats, valid history events at or after request_ts.
+          serving.transport.ServingError: the server failed the call or returned NaN / Inf.
         """
-        if signature_name not in self.contract:
+        return self._predict(signature_name, inputs)
+
+    def _predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+                 finite: Sequence[str] = ()) -> dict:
+        """predict(); `finite` names inputs known to be finite (a cache checked on arrival)."""
+        if not isinstance(signature_name, str) or signature_name not in self.contract:
             raise RequestError(f"unknown signature {signature_name!r}; the server has "
                                f"{sorted(self.contract)}")
-        req.check_inputs(inputs, self.contract[signature_name]["inputs"], self.limits)
+        req.check_inputs(inputs, self.contract[signature_name]["inputs"], self.limits, finite)
         with self._lock:
             self.calls[signature_name] += 1
-        return self.transport.predict(signature_name, inputs)
+        out = self.transport.predict(signature_name, inputs)
+        # NaN scores would rank arbitrarily and a NaN cache would poison every later chunk:
+        # neither is returned (nor cached).
+        for name, value in out.items():
+            value = np.asarray(value)
+            if value.dtype.kind not in "biu" and not np.isfinite(value).all():
+                raise ServingError(f"{signature_name}: the server returned NaN / Inf in "
+                                   f"{name}; nothing was returned or cached (check the "
+                                   "export with `stca verify-export`)")
+        return out
 
     def rank(self, user: Mapping, history: Sequence, candidates: Sequence) -> RankResult:
         """Scores one user's candidates (see the module docstring for the argument formats).
 
         Returns:
           RankResult with one float32 [len(candidates)] score vector per task.
+
+        Raises:
+          RequestError: a bad request (see serving/requests.py), before anything is sent.
+          serving.transport.ServingError: the server failed, timed out or returned NaN / Inf.
         """
         request = req.normalize(user, history, candidates, self.limits)
         m = len(request.tgt_item_id)
         if m == 0:
             return RankResult({t: np.zeros([0], np.float32) for t in self.tasks}, None)
         if not self.cache.enabled:
-            out = self.predict(sigs.SERVING_DEFAULT, req.dense_inputs([request]))
+            out = self._predict(sigs.SERVING_DEFAULT, req.dense_inputs([request]))
             return RankResult(self._scores([(out, m)]), None)
         key = request.user_key()
         cached = self.cache.get(key)
         hit = cached is not None
         if not hit:
             user = req.dense_inputs([request.without_candidates()])
-            cached = self.predict(sigs.ENCODE_USER, {n: user[n] for n in features.USER_INPUTS})
-            self.cache.put(key, cached)
+            cached = self._predict(sigs.ENCODE_USER, {n: user[n] for n in features.USER_INPUTS})
+            self.cache.put(key, cached)  # _predict refused a NaN / Inf cache
         # A warm user's history is not rebuilt: only the candidates are.
         inputs = req.dense_inputs([request.without_history()])
-        wanted = self.contract[sigs.SCORE_CANDIDATES]["inputs"]
+        wanted = self._served(sigs.SCORE_CANDIDATES)["inputs"]
         user_side = {n: v for n, v in cached.items() if n in wanted}
         parts = []
         for start in range(0, m, self.cfg.chunk_size):
             stop = min(start + self.cfg.chunk_size, m)
             chunk = {n: inputs[n][:, start:stop] for n in features.TARGET_FEATURES}
             chunk["tgt_len"] = np.array([stop - start], np.int32)
-            out = self.predict(sigs.SCORE_CANDIDATES, {**user_side, **chunk})
+            out = self._predict(sigs.SCORE_CANDIDATES, {**user_side, **chunk},
+                                finite=tuple(user_side))
             parts.append((out, stop - start))
         return RankResult(self._scores(parts), hit)
 
@@ -143,9 +188,21 @@ class RankingClient:
 
         Returns:
           One {task: float32 [m_i]} per request (offline scoring, parity checks).
+
+        Raises:
+          RequestError, ServingError: as rank().
         """
-        requests = [req.normalize(u, h, c, self.limits) for u, h, c in batch]
-        out = self.predict(sigs.SERVING_DEFAULT, req.dense_inputs(requests))
+        batch = req.sequence_of(batch, "batch", "(user, history, candidates) requests")
+        requests = []
+        for i, item in enumerate(batch):
+            if not isinstance(item, (tuple, list)) or len(item) != 3:
+                raise RequestError(f"batch[{i}]: expected a (user, history, candidates) "
+                                   f"tuple, got {reprlib.repr(item)}")
+            try:
+                requests.append(req.normalize(*item, self.limits))
+            except RequestError as e:
+                raise RequestError(f"batch[{i}]: {e}") from None
+        out = self._predict(sigs.SERVING_DEFAULT, req.dense_inputs(requests))
         return [{t: out[sigs.score_name(t)][i, :len(r.tgt_item_id)] for t in self.tasks}
                 for i, r in enumerate(requests)]
 

@@ -68,6 +68,27 @@ def run(cfg: config_lib.Config, model_dir: str, export_dir: str) -> dict:
                         train_metrics=train_metrics)
 
 
+def _model_base(export_base: str, ex: config_lib.ExportConfig) -> str:
+    """EXPORT_BASE/<model_name>, refused unless it is a directory directly inside the base.
+
+    The name is checked (ExportConfig.validate) even when the caller skipped validation,
+    and the path must also resolve inside the base: a name like '..' or a symlink would
+    otherwise put the version (and delete its temp dir) outside EXPORT_BASE.
+
+    Raises:
+      ConfigError naming export.model_name.
+    """
+    ex.validate()
+    base = os.path.abspath(export_base)
+    model_base = os.path.join(base, ex.model_name)
+    resolved = os.path.realpath(model_base)
+    if os.path.dirname(resolved) != os.path.realpath(base):
+        raise config_lib.ConfigError(
+            f"export.model_name: {ex.model_name!r} resolves to {resolved}, outside the export "
+            f"base {base} (a symlink?); export to a plain directory inside the base")
+    return model_base
+
+
 def next_version(model_base: str) -> int:
     found = layout.versions(model_base)
     return found[-1] + 1 if found else 1
@@ -92,7 +113,7 @@ def export_model(model, cfg: config_lib.Config, export_base: str, checkpoint: st
     if export_base.startswith(("gs://", "s3://", "hdfs://")):
         raise config_lib.ConfigError(f"--export-dir: {export_base!r}; exports are written to a "
                                      "local directory (copy the version dir to object storage)")
-    model_base = os.path.join(os.path.abspath(export_base), ex.model_name)
+    model_base = _model_base(export_base, ex)
     version = ex.version or next_version(model_base)
     final = os.path.join(model_base, str(version))
     if os.path.exists(final):

@@ -7,10 +7,13 @@ anything is sent, and the two wire formats of TF Serving's Predict API.
 
 A raw request is (user, history, candidates):
     user       {"user_id": int | str, "request_ts": int (Unix ms)}
-    history    events, each (item_id, author_id, action, ts) or a dict with those keys;
-               any order (sorted here, most recent first); action = bitmask of positive
-               labels (int >= 0), ts = Unix ms
-    candidates (item_id, author_id) pairs or dicts with those keys
+    history    a list (or tuple) of events, each (item_id, author_id, action, ts) or a dict
+               with those keys; any order (sorted here, most recent first); action =
+               bitmask of positive labels (int >= 0), ts = Unix ms strictly before
+               request_ts (training histories hold only earlier events)
+    candidates a list (or tuple) of (item_id, author_id) pairs or dicts with those keys
+Integers must fit in int64 (the wire and record type). Every problem raises RequestError
+naming the field; nothing else escapes for bad input.
 
 Example:
     req = normalize({"user_id": "u1", "request_ts": 1_700_000_000_000},
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import numbers
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -31,9 +35,14 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import features, idhash
+from serving import signatures as sigs
 
 EVENT_FIELDS = ("item_id", "author_id", "action", "ts")
 CANDIDATE_FIELDS = ("item_id", "author_id")
+INT64_MAX = (1 << 63) - 1
+# Cache entries holding raw history IDs ([B, L], e.g. cache_hist_item_id): the only cache
+# entries whose width is the padded history length for every encoder that has them.
+CACHE_HISTORY_ENTRIES = tuple(sigs.cache_name(n) for n in features.HISTORY_FEATURES)
 
 
 class RequestError(ValueError):
@@ -97,6 +106,18 @@ def _int(value, where: str, minimum: int | None = None) -> int:
     value = int(value)
     if minimum is not None and value < minimum:
         raise RequestError(f"{where}: must be >= {minimum}, got {value}")
+    if value > INT64_MAX:  # the records and the wire carry int64
+        raise RequestError(f"{where}: must be <= {INT64_MAX} (int64), got {value}")
+    return value
+
+
+def sequence_of(value, where: str, what: str) -> Sequence:
+    """`value` if it is a list / tuple (a Sequence other than text): it is measured against
+    the limits before it is read, so generators and other one-shot iterables are refused."""
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
+        hint = " (pass list(...) of it)" if isinstance(value, Iterator) else ""
+        raise RequestError(f"{where}: expected a list or tuple of {what}, got "
+                           f"{type(value).__name__}{hint}")
     return value
 
 
@@ -125,13 +146,16 @@ def normalize(user: Mapping, history: Sequence, candidates: Sequence,
     """Validates a raw request and converts it to int64 IDs, history most recent first.
 
     Raises:
-      RequestError: missing fields, wrong types, negative or too many events/candidates.
+      RequestError: missing fields, wrong types, values outside [0, int64 max], too many
+        events / candidates, history events at or after request_ts.
     """
     if not isinstance(user, Mapping):
         raise RequestError(f"user: expected a dict with user_id and request_ts, got {user!r}")
     user_id, request_ts = _fields(user, ("user_id", "request_ts"), "user")
     user_id = _id(user_id, "user.user_id")
     request_ts = _int(request_ts, "user.request_ts", minimum=0)
+    history = sequence_of(history, "history", "(item_id, author_id, action, ts) events")
+    candidates = sequence_of(candidates, "candidates", "(item_id, author_id) pairs")
     if len(history) > limits.max_history:
         raise RequestError(f"history: {len(history)} events > serving.max_history="
                            f"{limits.max_history}; send the most recent events only")
@@ -144,6 +168,10 @@ def normalize(user: Mapping, history: Sequence, candidates: Sequence,
         events.append((_int(ts, f"history[{i}].ts", minimum=0),
                        _id(item, f"history[{i}].item_id"), _id(author, f"history[{i}].author_id"),
                        _int(action, f"history[{i}].action", minimum=0)))
+        if events[-1][0] >= request_ts:
+            raise RequestError(f"history[{i}].ts: {events[-1][0]} is not before "
+                               f"user.request_ts={request_ts}; a history holds only earlier "
+                               "events (as in training): drop events at or after the request")
     # Most recent first (the training layout); a stable sort keeps ties in the given order.
     events.sort(key=lambda e: -e[0])
     cands = [_fields(c, CANDIDATE_FIELDS, f"candidates[{i}]") for i, c in enumerate(candidates)]
@@ -172,17 +200,31 @@ def dense_inputs(requests: Sequence[Request]) -> dict[str, np.ndarray]:
 
 
 def check_inputs(inputs: Mapping[str, np.ndarray], expected: Mapping[str, dict],
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), finite: Collection[str] = ()) -> None:
     """Validates dense inputs against one signature's contract inputs (signatures.contract).
 
-    Checks names, dtypes, ranks, fixed dims, a common batch size, and that every length
-    (hist_len, tgt_len, cache_hist_len) is within [0, padded width] and the limits.
+    Checks names, dtypes, ranks, fixed dims, a common batch size, one shape per group
+    (history features, candidate features, the cache's raw history IDs), then the values
+    (`_check_lengths`, `_check_values`).
+
+    Args:
+      inputs: name -> numpy array.
+      expected: the signature's contract inputs ({name: {"dtype", "shape"}}).
+      limits: serving.max_history / max_candidates.
+      finite: float inputs already known to be finite (a user cache the client checked
+        when it was encoded); the finiteness check reads every value, so it is skipped.
 
     Raises:
       RequestError naming the input.
+
+    Example:
+        check_inputs(inputs, client.contract["score_candidates"]["inputs"], Limits())
     """
+    if not isinstance(inputs, Mapping):
+        raise RequestError(f"inputs: expected a dict of numpy arrays, got "
+                           f"{type(inputs).__name__}")
     missing = sorted(set(expected) - set(inputs))
-    extra = sorted(set(inputs) - set(expected))
+    extra = sorted(map(str, set(inputs) - set(expected)))
     if missing or extra:
         raise RequestError(f"inputs: missing {missing or 'none'}, unexpected {extra or 'none'} "
                            f"(expected {sorted(expected)})")
@@ -193,35 +235,73 @@ def check_inputs(inputs: Mapping[str, np.ndarray], expected: Mapping[str, dict],
             raise RequestError(f"{name}: expected a numpy array, got {type(value).__name__}")
         if value.dtype != tf.as_dtype(want["dtype"]).as_numpy_dtype:
             raise RequestError(f"{name}: dtype {value.dtype} != {want['dtype']}")
-        if value.ndim != len(want["shape"]) or any(
-                w not in (-1, h) for w, h in zip(want["shape"], value.shape)):
+        shape = want["shape"]  # None: the server reports an unknown rank
+        if value.ndim == 0 or shape is not None and (value.ndim != len(shape) or any(
+                w not in (-1, h) for w, h in zip(shape, value.shape))):
             raise RequestError(f"{name}: shape {list(value.shape)} does not match "
-                               f"{want['shape']} (-1 = any)")
+                               f"{shape} (-1 = any)")
         if batch is None:
             batch = value.shape[0]
         elif value.shape[0] != batch:
             raise RequestError(f"{name}: batch size {value.shape[0]} != {batch} of the "
                                "other inputs")
-    for group in (features.HISTORY_FEATURES, features.TARGET_FEATURES):
+    for group in (features.HISTORY_FEATURES, features.TARGET_FEATURES, CACHE_HISTORY_ENTRIES):
         shapes = {n: inputs[n].shape for n in group if n in inputs}
         if len(set(shapes.values())) > 1:
             raise RequestError(f"{', '.join(shapes)}: must have one shape, got "
                                + ", ".join(f"{n} {list(s)}" for n, s in shapes.items()))
-    widths = {"hist_len": ("hist_item_id", limits.max_history),
-              "cache_hist_len": (None, limits.max_history),
-              "tgt_len": ("tgt_item_id", limits.max_candidates)}
-    for name, (padded, limit) in widths.items():
-        if name not in inputs:
+    _check_lengths(inputs, limits)
+    _check_values(inputs, expected, finite)
+
+
+def _check_lengths(inputs: Mapping[str, np.ndarray], limits: Limits) -> None:
+    """Every length within [0, padded width] and the serving limits.
+
+    hist_len is bounded by hist_item_id's width; cache_hist_len by the width of the cache's
+    raw history IDs (CACHE_HISTORY_ENTRIES) when the contract has them, else by
+    serving.max_history only: other cache axes need not be the history length (LONGER
+    merges K events into one token), so they bound nothing.
+    """
+    cache_ids = next((n for n in CACHE_HISTORY_ENTRIES if n in inputs), None)
+    bounds = {"hist_len": ("hist_item_id", limits.max_history, "serving.max_history"),
+              "cache_hist_len": (cache_ids, limits.max_history, "serving.max_history"),
+              "tgt_len": ("tgt_item_id", limits.max_candidates, "serving.max_candidates")}
+    for name, (padded, limit, limit_name) in bounds.items():
+        if name not in inputs or not inputs[name].size:
             continue
         lengths = inputs[name]
-        width = inputs[padded].shape[1] if padded else limit
-        if lengths.size and (lengths.min() < 0 or lengths.max() > min(width, limit)):
-            raise RequestError(f"{name}: values must be in [0, {min(width, limit)}] "
-                               f"({'padded width' if width <= limit else 'serving limit'}), "
-                               f"got {lengths.tolist()}")
+        bound, why = limit, limit_name
+        if padded in inputs and inputs[padded].shape[1] <= limit:
+            bound, why = inputs[padded].shape[1], f"the padded width of {padded}"
+        if lengths.min() < 0 or lengths.max() > bound:
+            raise RequestError(f"{name}: values must be in [0, {bound}] ({why}), "
+                               f"got {lengths.tolist()[:16]}")
     if "tgt_item_id" in inputs and inputs["tgt_item_id"].shape[1] > limits.max_candidates:
         raise RequestError(f"tgt_item_id: {inputs['tgt_item_id'].shape[1]} candidates > "
                            f"serving.max_candidates={limits.max_candidates}")
+
+
+def _check_values(inputs: Mapping[str, np.ndarray], expected: Mapping[str, dict],
+                  finite: Collection[str]) -> None:
+    """Float inputs finite (a NaN / Inf user cache scores NaN); valid history events
+    strictly before request_ts (training never has later ones)."""
+    for name, want in expected.items():
+        if name in finite or not tf.as_dtype(want["dtype"]).is_floating:
+            continue
+        bad = inputs[name].size - int(np.count_nonzero(np.isfinite(inputs[name])))
+        if bad:
+            raise RequestError(f"{name}: {bad} of {inputs[name].size} values are NaN or Inf; "
+                               "a user cache must be finite (it would score NaN): encode the "
+                               "user again with encode_user")
+    if {"hist_ts", "hist_len", "request_ts"} <= set(inputs):
+        ts = inputs["hist_ts"]
+        valid = np.arange(ts.shape[1])[None, :] < inputs["hist_len"][:, None]
+        late = valid & (ts >= inputs["request_ts"][:, None])
+        if late.any():
+            rows = sorted(set(np.nonzero(late)[0].tolist()))
+            raise RequestError(f"hist_ts: {int(late.sum())} valid event(s) at or after "
+                               f"request_ts (batch rows {rows[:16]}); a history holds only "
+                               "earlier events (as in training)")
 
 
 # ------------------------------------------------------------------ wire formats

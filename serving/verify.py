@@ -36,6 +36,7 @@ import numpy as np
 import pipeline  # noqa: F401
 from pipeline import config as config_lib
 from pipeline import features, fileio
+from pipeline.errors import EXIT_GATE, UserError
 from serving import layout
 from serving import signatures as sigs
 
@@ -46,10 +47,10 @@ BF16_TOL = 1e-2
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class VerificationError(RuntimeError):
+class VerificationError(UserError, RuntimeError):
     """The export failed the release gate; the message lists every failed check."""
 
-    cli_message_only = True  # `stca verify-export` prints the message, not a traceback
+    exit_code = EXIT_GATE
 
 
 class _Checks:
@@ -123,20 +124,18 @@ def _restore_model(meta: dict, cfg: config_lib.Config, checks: _Checks):
     """The in-memory model in the export's compute precision, from the recorded checkpoint."""
     import tensorflow as tf
     from model import build_model
+    from pipeline.train import restore_checkpoint
     from serving.export import export_config
-    model = build_model(export_config(cfg).model, cfg.tasks)
     checkpoint = meta.get("checkpoint")
     if not checkpoint:
         checks.add("checkpoint recorded", True, "none recorded (exported from an untrained "
                    "model): in-memory comparisons skipped")
-        return model, False
+        return build_model(export_config(cfg).model, cfg.tasks), False
     fileio.ensure_filesystem(checkpoint)
     if not tf.io.gfile.exists(checkpoint + ".index"):
         raise VerificationError(f"the checkpoint recorded in the metadata, {checkpoint}, does "
                                 "not exist; the in-memory comparison needs it")
-    status = tf.train.Checkpoint(model=model).restore(checkpoint)
-    status.expect_partial().assert_existing_objects_matched()
-    return model, True
+    return restore_checkpoint(export_config(cfg), checkpoint), True
 
 
 def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Checks) -> dict:

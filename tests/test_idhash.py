@@ -39,3 +39,21 @@ def test_invalid_ids_raise():
 def test_invalid_utf8_bytes_hash_by_bytes():
     assert stable_id(b"\xff\xfe") == int.from_bytes(
         hashlib.blake2b(b"\xff\xfe", digest_size=8).digest(), "big") & MAX_ID
+
+
+def test_bom_whitespace_and_zero_width_characters_do_not_make_another_id():
+    """Before: stable_id('\ufeffu9') != stable_id('u9') (a BOM mid-file made a new user)."""
+    for raw in ("\ufeffu9", " u9 ", "\u200bu9\u2060", "\t\ufeff u9\r\n", b"\xef\xbb\xbfu9"):
+        assert stable_id(raw) == stable_id("u9") == reference("u9")
+    assert stable_id("\ufeff42") == 42
+    assert stable_id("u\u200b9") != stable_id("u9")          # only the edges are trimmed
+    with pytest.raises(IdError):
+        stable_id("\ufeff \u200b")
+
+
+def test_trimming_keeps_every_id_without_invisible_marks():
+    """str.strip() and the new rule agree on all whitespace: no existing ID changes."""
+    import sys
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    for s in spaces:
+        assert stable_id(f"{s}u123{s}") == 778163187600711631

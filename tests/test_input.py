@@ -326,6 +326,39 @@ def test_shards_and_compression_detection(data, tmp_path):
         I.list_shards(str(tmp_path), "train")
 
 
+def test_check_split_passes_good_data_and_refuses_missing_empty_or_unreadable(data, tmp_path):
+    """Before: an empty split made training wait forever, the rest were tracebacks."""
+    from pipeline.errors import DataError
+    assert I.check_split(data["root"], "train", TASKS) == I.list_shards(data["root"], "train")
+    with pytest.raises(DataError, match=r"--data: no TFRecord shards \(\*.tfrecord\*\) in"):
+        I.check_split(str(tmp_path), "train", TASKS)
+    (tmp_path / "train").mkdir()
+    for i in range(2):
+        _write(tmp_path / "train" / f"part-{i}.tfrecord.gz", [], gzip=True)
+    with pytest.raises(DataError, match=r"--data: the train split is empty: its 2 shard\(s\)"):
+        I.check_split(str(tmp_path), "train", TASKS)
+    (tmp_path / "train" / "part-2.tfrecord").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(DataError, match=r"part-2.tfrecord: neither a plain nor a GZIP"):
+        I.check_split(str(tmp_path), "train", TASKS)
+    with pytest.raises(DataError, match=r"part-0.tfrecord.gz: label_other does not have one "
+                                        r"value per target"):
+        I.check_split(data["root"], "train", ["other"])
+
+
+def test_find_bad_shard_names_a_shard_truncated_after_its_first_record(data, tmp_path):
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(data["root"], root)
+    assert I.find_bad_shard(str(root), "train", TASKS) is None
+    shard = root / "train" / "part-1.tfrecord"  # plain TFRecord, 30 requests
+    shard.write_bytes(shard.read_bytes()[:-50])
+    I.check_split(str(root), "train", TASKS)  # the first record still reads
+    with pytest.raises(tf.errors.DataLossError):  # what training meets, naming no file
+        _numpy(I.train_dataset(str(root), _cfg("train.deterministic=true"), epochs=1))
+    error = I.find_bad_shard(str(root), "train", TASKS)
+    assert str(error).startswith(f"{shard}: truncated record at ")
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.length.l_max=512", "train.length.l_max: 512 is invalid; it must be <= the last "
                                "of train.bucket_boundaries (256)"),

@@ -81,3 +81,10 @@ def test_checkpoints_restore_across_adam_and_lazy_adam(tmp_path):
 def test_amsgrad_is_refused():
     with pytest.raises(ValueError, match="amsgrad"):
         LazyAdam(amsgrad=True)
+
+
+def test_train_optimizer_lazy_adam_builds_it(tmp_path):
+    from pipeline import config as config_lib
+    from pipeline.train import make_optimizer
+    cfg = config_lib.load_config(None, ["train.optimizer=lazy_adam"])
+    assert isinstance(make_optimizer(cfg.train, "float32"), LazyAdam)

@@ -128,7 +128,9 @@ def test_shards_mix_users(synth_run):
         users.update(ids)
         same += sum(a == b for a, b in zip(ids, ids[1:]))
         pairs += len(ids) - 1
-    assert len(users) == cfg.synth.users and pairs > 200
+    # Synthetic users start at different times: one user's requests all fall in the latest
+    # 20% (eval), so train holds the other 5 (this failed before the issue-11 work too).
+    assert len(users) == cfg.synth.users - 1 and pairs > 200
     # 6 users: about 1/6 of neighbours share a user under a random order; sorted shards
     # would give more than 0.95.
     assert same / pairs < 0.35, same / pairs
@@ -255,3 +257,22 @@ def test_cli_subprocess_multi_processing_is_deterministic(synth_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["dead_letters"] == 0
     assert record_multiset(str(tmp_path)) == record_multiset(str(root / "out"))
+
+
+@pytest.mark.parametrize("fraction,n,k", [(0.1, 60, 6), (0.25, 61, 16), (0.0, 60, 0)])
+def test_eval_cutoff_is_the_kth_latest_request_despite_outliers(fraction, n, k):
+    """k = ceil(fraction * requests), exactly (0.1 * 60 is 6, not 7). Before, the cutoff was
+    a fraction of the time range in 65536 bins: with a request at 0 and one in 2099 every
+    other request shared one bin, and eval got all of them (train empty)."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from beam_jobs import stats
+    ts = [1_600_000_000_000 + 60_000 * i for i in range(n - 2)] + [0, 4_080_000_000_000]
+    impressions = [(i % 3, (i, t, 1, 1, 0)) for i, t in enumerate(ts)]
+    impressions += [(i % 3, (i, t + 5, 2, 1, 0)) for i, t in enumerate(ts)]  # later rows
+    expected = sorted(ts)[n - k] if k else stats.NO_EVAL
+    with TestPipeline() as p:
+        cutoff = p | beam.Create(impressions) | stats.EvalCutoff(fraction)
+        assert_that(cutoff, equal_to([expected]))

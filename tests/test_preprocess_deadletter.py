@@ -25,9 +25,10 @@ BAD = {  # reason code -> raw line
 
 
 def _cfg(fmt="csv"):
+    # Timestamps here are seconds after 1970 (1000 = 00:16:40): no lower plausible bound.
     return C.load_config(None, ["data.schema.tasks=click,like", f"data.format={fmt}",
                                 "data.max_row_bytes=512", "data.num_shards=1",
-                                "data.eval_fraction=0"])
+                                "data.eval_fraction=0", "data.min_timestamp="])
 
 
 def _targets(out_dir):

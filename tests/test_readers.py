@@ -9,7 +9,7 @@ import pytest
 
 from beam_jobs import preprocess, readers
 from pipeline import config as C
-from pipeline.idhash import stable_id
+from pipeline.errors import DataError
 from tests.conftest import REPO, subprocess_env
 from tests.test_preprocess import parse_all, read_records
 
@@ -61,7 +61,7 @@ def test_movielens_ratings_csv_is_detected_by_header(tmp_path):
     (tmp_path / "ratings.csv").write_text(
         "userId,movieId,rating,timestamp\n1,10,4.5,100\n1,11,2.0,100\n1,12,4.0,200000\n")
     cfg = C.load_config(None, ["data.format=movielens", "data.schema.tasks=like",
-                               "data.eval_fraction=0"])
+                               "data.eval_fraction=0", "data.min_timestamp="])
     stats = preprocess.run(cfg, str(tmp_path / "ratings.csv"), str(tmp_path / "out"))
     records = sorted(_records(tmp_path / "out", ["like"]), key=lambda r: r["request_ts"])
     assert stats["dead_letters"] == 0 and len(records) == 2
@@ -113,7 +113,8 @@ def test_headerless_csv_with_schema_columns_and_derived_requests(tmp_path):
         "data.schema.columns=uid,ts,item,liked", "data.schema.user_id=uid",
         "data.schema.timestamp=ts", "data.schema.item_id=item", "data.schema.author_id=",
         "data.schema.request_id=", "data.schema.request_window_s=100",
-        "data.schema.tasks=liked", "data.schema.csv_delimiter=;", "data.eval_fraction=0"])
+        "data.schema.tasks=liked", "data.schema.csv_delimiter=;", "data.eval_fraction=0",
+        "data.min_timestamp="])
     stats = preprocess.run(cfg, str(tmp_path / "*.tsv"), str(tmp_path / "out"))
     assert stats["dead_letters"] == 0 and stats["requests"] == 3
     recs = sorted(_records(tmp_path / "out", ["liked"]),
@@ -130,16 +131,16 @@ def test_missing_column_and_empty_glob_are_clear_config_errors(tmp_path):
     with pytest.raises(C.ConfigError, match="data.schema.user_id: column 'user_id' is not in "
                                             "the header"):
         readers.resolve_source(data, str(tmp_path / "*.csv"))
-    with pytest.raises(C.ConfigError, match="--input: the pattern .*nothing-here.* matched no"):
+    with pytest.raises(DataError, match="--input: the pattern .*nothing-here.* matched no"):
         readers.resolve_source(data, str(tmp_path / "nothing-here*.csv"))
 
 
-def test_cli_reports_an_empty_glob_and_exits_2(tmp_path):
+def test_cli_reports_an_empty_glob_and_exits_3(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "preprocess", "--input",
          str(tmp_path / "missing-*.csv"), "--out", str(tmp_path / "out")],
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
+    assert proc.returncode == 3          # missing input: a data error (pipeline/errors.py)
     assert "matched no files" in proc.stderr and "missing-*.csv" in proc.stderr
 
 

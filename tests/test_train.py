@@ -2,6 +2,7 @@
 SIGKILL, multi-worker training, bad configs. Real processes and real files."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -206,9 +207,41 @@ def test_bad_config_fails_before_any_work(override, message, tmp_path, data_dir)
 def test_missing_data_path_fails_before_any_work(tmp_path):
     model_dir = tmp_path / "never"
     proc = stca("train", "--data", str(tmp_path / "nothing"), "--model-dir", str(model_dir))
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # errors.EXIT_DATA
     assert "--data: no TFRecord shards (*.tfrecord*) in" in proc.stderr
     assert not model_dir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_exits_and_the_rerun_resumes(sig, code, data_dir, tmp_path):
+    """What a preempted cluster job expects: a checkpoint at the next step boundary, the
+    documented exit code (pipeline/errors.py), and a rerun that continues from there."""
+    model_dir = tmp_path / "model"
+    args = [sys.executable, "-m", "pipeline.cli", "train", "--data", data_dir, "--model-dir",
+            str(model_dir), *sets(RESUME + ["train.checkpoint_every=100000",
+                                            "train.log_every=1", "train.steps=100000"])]
+    child = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:  # a few steps in (no periodic checkpoint before the signal)
+        if line.startswith("step 5/"):
+            break
+    child.send_signal(sig)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == code, err[-3000:]
+    assert "Traceback" not in err
+    name = signal.Signals(sig).name
+    stopped = int(re.search(rf"stopped by {name} at step (\d+) of 100000", err).group(1))
+    assert stopped >= 5
+    latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    assert latest.endswith(f"ckpt-{stopped}") and f"checkpoint {latest} saved" in err
+    assert not (model_dir / "train_metrics.json").exists()  # the run did not finish
+    if sig == signal.SIGTERM:
+        proc = stca("train", "--data", data_dir, "--model-dir", str(model_dir),
+                    *sets(RESUME + [f"train.steps={stopped + 2}"]))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"resumed from {latest} at step {stopped}" in proc.stdout
+        assert json.loads((model_dir / "train_metrics.json").read_text())["steps"] == stopped + 2
 
 
 def test_multi_worker_without_tf_config_is_a_config_error(tmp_path, data_dir):

@@ -117,3 +117,57 @@ def test_unexpected_exceptions_are_reported_as_internal_errors():
     letter = json.loads(dead_letter_json(_failed(("p", {"a": 1}), KeyError("a"))))
     assert letter["reason"].startswith("internal_error: KeyError")
     assert letter["row"] == {"a": 1}
+
+
+PLAUSIBLE = RowParser(RowFormat("csv", COLUMNS, ",", max_row_bytes=200_000),
+                      FieldMap(**{**FIELDS.__dict__, "min_ts_ms": 631152000000,
+                                  "max_ts_ms": 4102444800000}))
+
+
+@pytest.mark.parametrize("ts", ["1e300", "99999999999999999999", "0", "1600000000000",
+                                "86400", "4200000000"])
+def test_out_of_range_timestamps_are_dead_letters_not_overflows(ts):
+    """Before: 1e300 / 20 nines became ints beyond int64 that killed the job in BuildRecords;
+    0, ms-in-seconds, 1971 and 2103 were accepted."""
+    with pytest.raises(RowError) as info:
+        PLAUSIBLE(("f.csv", f"u1,r1,{ts},3,9,0,1".encode()))
+    assert info.value.code == "implausible_timestamp"
+    assert "data.min_timestamp" in str(info.value)
+
+
+def test_json_and_default_range_reject_anything_beyond_int64():
+    for ts in (10 ** 30, 2 ** 63, 1e300):
+        line = json.dumps({"user_id": "u", "request_id": "r", "timestamp": ts, "item_id": 2,
+                           "click": 0, "like": 1}).encode()
+        with pytest.raises(RowError, match="implausible_timestamp"):
+            JSON(("f.jsonl", line))
+    assert "milliseconds in a seconds log" in str(pytest.raises(
+        RowError, PLAUSIBLE, ("f.csv", b"u1,r1,1600000000000,3,9,0,1")).value)
+
+
+def test_bom_at_the_start_of_a_line_and_of_an_id_is_ignored():
+    """Before: a JSON line after a BOM was bad_json, a CSV user after one another user."""
+    _, expected = CSV(("f.csv", b"u42,r7,1600000000,123,9,1,1"))
+    user, value = CSV(("f.csv", "\ufeffu42,r7,1600000000,123,9,1,1".encode()))
+    assert (user, value) == (stable_id("u42"), expected)
+    line = '\ufeff{"user_id": "\ufeffu42 ", "request_id": "r7", "timestamp": 1600000000, ' \
+           '"item_id": 123, "author_id": 9, "click": 1, "like": 1}'
+    assert JSON(("f.jsonl", line.encode())) == (stable_id("u42"), expected)
+
+
+def test_parser_errors_have_their_own_reason_not_internal_error():
+    big_json = RowParser(RowFormat("json", max_row_bytes=200_000), FIELDS)
+    with pytest.raises(RowError, match="bad_json"):             # int over 4300 digits
+        big_json(("f.jsonl", b'{"user_id": ' + b"9" * 5000 + b"}"))
+    with pytest.raises(RowError, match="bad_csv"):              # csv's 128 KiB field limit
+        PLAUSIBLE(("f.csv", b"u1,r1,1600000000," + b"3" * 140_000 + b",9,0,1"))
+
+
+def test_each_file_is_decoded_with_its_own_columns():
+    swapped = ("item_id", "user_id", "request_id", "timestamp", "author_id", "click", "like")
+    fmt = RowFormat("csv", COLUMNS, ",", file_columns=(("a.csv", COLUMNS), ("b.csv", swapped)))
+    parse = RowParser(fmt, FIELDS)
+    assert parse(("a.csv", b"u1,r1,1600000000,3,9,0,1")) == \
+        parse(("b.csv", b"3,u1,r1,1600000000,9,0,1"))
+    with pytest.raises(RowError, match="unchecked_file"):
+        parse(("c.csv", b"u1,r1,1600000000,3,9,0,1"))

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.transformer_block import TransformerBlock

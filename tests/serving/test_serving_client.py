@@ -1,7 +1,11 @@
 """The client without a server: request building and validation (errors before anything is
 sent), the LRU cache (bytes, TTL), chunked scoring and caching over the in-process
-transport, and the rule that the client never imports the `model` package."""
+transport, non-finite caches, serving.timeout_s, gRPC over TLS against a loopback server,
+and the rule that the client never imports the `model` package. More bad inputs:
+tests/faults/test_client_faults.py."""
+import contextlib
 import dataclasses
+import datetime
 import json
 import subprocess
 import sys
@@ -16,7 +20,7 @@ from serving import signatures as sigs
 from serving.cache import LRUCache
 from serving.client import RankingClient
 from serving.requests import RequestError
-from serving.transport import InProcessTransport
+from serving.transport import GrpcTransport, InProcessTransport, RestTransport, ServingError
 from tests.conftest import subprocess_env
 
 TS = 1_700_000_000_000
@@ -270,3 +274,131 @@ def test_demo_score_in_process(export_f32, data_dir):
 def test_signature_names_are_shared():
     assert sigs.cache_name("history_views") == "cache_history_views"
     assert sigs.score_names(["click"]) == ["score_click"]
+
+
+# ------------------------------------------------------------------ caches the model built
+def test_the_real_cache_is_checked_for_nan_and_its_own_width(transport):
+    client = RankingClient(transport, ServingConfig(max_history=64))
+    user = req.dense_inputs([req.normalize(USER, history(5), candidates(3))])
+    cache = client.predict("encode_user", {n: user[n] for n in features.USER_INPUTS})
+    assert cache["cache_hist_item_id"].shape == (1, 5)   # raw IDs: the cache's history width
+    cands = {n: user[n] for n in features.CANDIDATE_INPUTS}
+    good = client.predict("score_candidates", {**cache, **cands})
+    assert np.isfinite(good["score_click"]).all()
+    poisoned = cache["cache_history_views"].copy()
+    poisoned[0, 0, 1, 2] = np.nan      # before: accepted, every score came back NaN
+    with pytest.raises(RequestError, match="cache_history_views: 1 of .* values are NaN or Inf"):
+        client.predict("score_candidates", {**cache, **cands, "cache_history_views": poisoned})
+    too_long = np.array([6], np.int32)  # before: only max_history=64 bounded it
+    with pytest.raises(RequestError, match=r"cache_hist_len: values must be in \[0, 5\] \(the "
+                                           r"padded width of cache_hist_item_id\)"):
+        client.predict("score_candidates", {**cache, **cands, "cache_hist_len": too_long})
+
+
+# ------------------------------------------------------------------ timeouts
+def test_transports_use_serving_timeout_s_unless_given_one():
+    rest = RestTransport("http://127.0.0.1:1", "stca")
+    grpc_t = GrpcTransport("127.0.0.1:1", "stca")
+    pinned = RestTransport("http://127.0.0.1:1", "stca", timeout_s=60)
+    for t in (rest, grpc_t, pinned):
+        RankingClient(t, ServingConfig(timeout_s=2.5))
+    assert (rest.timeout_s, grpc_t.timeout_s, pinned.timeout_s) == (2.5, 2.5, 60)
+    cfg = ServingConfig(timeout_s=4.0)
+    assert GrpcTransport.from_config("127.0.0.1:1", "stca", cfg).timeout_s == 4.0
+    grpc_t.close()
+
+
+# ------------------------------------------------------------------ gRPC over TLS
+def _pem_pair(name, issuer=None, ca=False):
+    """(certificate PEM, key PEM, (cert, key)) for `name`, signed by issuer (or itself)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_cert, issuer_key = issuer or (None, key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer_cert.subject if issuer_cert else subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
+                                        critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem, (cert, key)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A test CA, a server certificate for 'ranker.test' and a client certificate."""
+    root = tmp_path_factory.mktemp("tls")
+    ca_pem, _, ca = _pem_pair("stca test CA", ca=True)
+    files = {"ca": ca_pem}
+    for who, name in (("server", "ranker.test"), ("client", "stca-client")):
+        files[who], files[who + "_key"], _ = _pem_pair(name, issuer=ca)
+    for name, data in files.items():
+        (root / f"{name}.pem").write_bytes(data)
+    return {name: str(root / f"{name}.pem") for name in files}
+
+
+@contextlib.contextmanager
+def tls_server(files, require_client_auth):
+    """A loopback gRPC PredictionService over TLS answering GetModelMetadata with no
+    signatures (enough to prove the handshake and the call went through)."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    def metadata(request, context):
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.metadata["signature_def"].Pack(get_model_metadata_pb2.SignatureDefMap())
+        return response
+
+    handler = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
+        "GetModelMetadata": grpc.unary_unary_rpc_method_handler(
+            metadata, get_model_metadata_pb2.GetModelMetadataRequest.FromString,
+            get_model_metadata_pb2.GetModelMetadataResponse.SerializeToString)})
+    read = {k: open(v, "rb").read() for k, v in files.items()}
+    credentials = grpc.ssl_server_credentials(
+        [(read["server_key"], read["server"])], root_certificates=read["ca"],
+        require_client_auth=require_client_auth)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers([handler])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def test_grpc_over_tls_and_mutual_tls(tls_files):
+    tls = ServingConfig(timeout_s=10, grpc_tls=True, grpc_root_certs=tls_files["ca"],
+                        grpc_server_name="ranker.test")
+    mutual = dataclasses.replace(tls, grpc_client_cert=tls_files["client"],
+                                 grpc_client_key=tls_files["client_key"])
+    with tls_server(tls_files, require_client_auth=False) as target:
+        secure = GrpcTransport.from_config(target, "stca", tls)
+        assert secure.secure and secure.contract() == {}       # handshake + call went through
+        for bad in (GrpcTransport(target, "stca", timeout_s=5),             # plaintext
+                    GrpcTransport.from_config(target, "stca", dataclasses.replace(
+                        tls, grpc_server_name="other.test"))):              # wrong name
+            with pytest.raises(ServingError, match="gRPC UNAVAILABLE"):
+                bad.contract()
+            bad.close()
+        secure.close()
+    with tls_server(tls_files, require_client_auth=True) as target:
+        with pytest.raises(ServingError, match="gRPC UNAVAILABLE"):
+            GrpcTransport.from_config(target, "stca", tls).contract()     # no client cert
+        client = RankingClient(GrpcTransport.from_config(target, "stca", mutual), mutual)
+        assert client.contract == {}
+        client.close()

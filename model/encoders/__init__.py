@@ -48,7 +48,8 @@ def build_encoder(model_cfg, dtype=None, num_user_tokens: int = 0) -> SequenceEn
                              merge_mode=cfg.merge_mode, recent_k=cfg.recent_k,
                              self_attn_layers=cfg.self_attn_layers, ffn_mult=model_cfg.ffn_mult,
                              num_user_tokens=num_user_tokens, recompute=model_cfg.recompute,
-                             **common)
+                             num_match_fields=len(model_cfg.id_match),
+                             match_bias_init=model_cfg.id_match_init, **common)
     if name == "target_attention":
         return TargetAttentionEncoder(d, model_cfg.num_heads, **common)
     if name == "din":

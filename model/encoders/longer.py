@@ -88,6 +88,10 @@ class LongerEncoder(SequenceEncoder):
         none; then the CLS token is the only non-candidate global token).
       recompute: in `call` (training), recompute the merge + layer 1 (everything holding
         [B, L, .] activations) in the backward pass.
+      num_match_fields: F ID fields of the ID-match prior (0: off). In layer 1 a
+        candidate's logit for a merged token gets a learned bonus beta_f,h (initialised to
+        match_bias_init) when any of the token's K events has the candidate's ID f, as in
+        STCA (docs/model.md, "Deviations from the paper").
 
     Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d],
     user_tokens [B, U, d] (keyword). Output: z [B, M, d].
@@ -100,11 +104,12 @@ class LongerEncoder(SequenceEncoder):
     """
 
     supports_recompute = True
+    supports_id_match = True
 
     def __init__(self, d_model: int, num_heads: int = 4, merge_k: int = 4,
                  merge_mode: str = "concat", recent_k: int = 32, self_attn_layers: int = 2,
                  ffn_mult: int = 2, num_user_tokens: int = 0, recompute: bool = False,
-                 **kwargs):
+                 num_match_fields: int = 0, match_bias_init: float = 8.0, **kwargs):
         super().__init__(d_model, **kwargs)
         check_positive(num_heads=num_heads, merge_k=merge_k, self_attn_layers=self_attn_layers,
                        ffn_mult=ffn_mult)
@@ -120,6 +125,10 @@ class LongerEncoder(SequenceEncoder):
         self.ffn_mult = ffn_mult
         self.num_user_tokens = num_user_tokens
         self.recompute = bool(recompute)
+        if num_match_fields < 0:
+            raise ValueError(f"num_match_fields must be >= 0, got {num_match_fields}")
+        self.num_match_fields = int(num_match_fields)
+        self.match_bias_init = float(match_bias_init)
 
     @property
     def num_globals(self) -> int:
@@ -137,6 +146,12 @@ class LongerEncoder(SequenceEncoder):
             LongerAttention(d, self.num_heads, self.ffn_mult, dtype=policy, name=f"layer_{i}")
             for i in range(1 + self.self_attn_layers)]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy, name="norm")
+        self.match_bias = None
+        if self.num_match_fields:  # float32 like the softmax it feeds
+            self.match_bias = self.add_weight(
+                name="match_bias", shape=(self.num_match_fields, self.num_heads),
+                initializer=keras.initializers.Constant(self.match_bias_init), trainable=True,
+                dtype=tf.float32, experimental_autocast=False)
         # Everything is built here: recomputation must not create variables.
         self.merge.build(token)
         for layer in self.attention_layers:
@@ -175,6 +190,24 @@ class LongerEncoder(SequenceEncoder):
     def _sequence_valid(self, history_mask):
         return self._pad_groups(self.merge.group_mask(history_mask))
 
+    def _match_bias(self, id_match):
+        """[B, M, F, L] bool -> [B, h, M, G'] float32: beta_f,h summed over the fields in
+        which any event of a merged token matches the candidate (0 without the prior)."""
+        if self.match_bias is None:
+            return None
+        if id_match is None:
+            raise ValueError(f"{self.name}: built with num_match_fields="
+                             f"{self.num_match_fields}, so id_match is required")
+        k = self.merge_k
+        match = tf.cast(id_match, tf.bool)
+        pad = (-tf.shape(match)[-1]) % k
+        match = tf.pad(match, [[0, 0], [0, 0], [0, 0], [0, pad]])
+        s = tf.shape(match)
+        match = tf.reduce_any(tf.reshape(match, [s[0], s[1], s[2], -1, k]), axis=-1)
+        extra = tf.maximum(self.recent_k - tf.shape(match)[-1], 0)         # G' = max(G, k)
+        match = tf.pad(match, [[0, 0], [0, 0], [0, 0], [0, extra]])
+        return tf.einsum("bmfg,fh->bhmg", tf.cast(match, tf.float32), self.match_bias)
+
     # ------------------------------------------------------------ training: joint pass
     def call(self, events, history_mask, targets, user_tokens=None, training=None,
              id_match=None):
@@ -192,7 +225,10 @@ class LongerEncoder(SequenceEncoder):
             first = self.attention_layers[0]
             keys, values = first.project(tf.concat([targets, globals_, merged], axis=1))
             queries = tf.concat([targets, globals_, merged[:, :k]], axis=1)
-            return first.attend(queries, keys, values, first_mask)
+            bias = self._match_bias(id_match)  # candidate rows x merged-token columns
+            if bias is not None:
+                bias = tf.pad(bias, [[0, 0], [0, 0], [0, p0 + k], [m + p0, 0]])
+            return first.attend(queries, keys, values, first_mask, bias=bias)
 
         tokens = (recompute(layer_1) if self.recompute else layer_1)(events, globals_, targets)
         for i, layer in enumerate(self.attention_layers[1:]):
@@ -233,8 +269,11 @@ class LongerEncoder(SequenceEncoder):
         always = tf.ones([batch, p0], tf.bool)
         masks = [tf.concat([always, sequence_valid], 1)[:, None],
                  tf.concat([always, sequence_valid[:, :k]], 1)[:, None]]
+        bias = self._match_bias(id_match)
+        if bias is not None:  # no bonus for the global tokens' columns
+            bias = tf.pad(bias, [[0, 0], [0, 0], [0, 0], [p0, 0]])
         x = self.attention_layers[0].attend(targets, sequence_kv[:, 0], sequence_kv[:, 1],
-                                            masks[0], self_attend=True)
+                                            masks[0], self_attend=True, bias=bias)
         for i, layer in enumerate(self.attention_layers[1:]):
             x = layer.attend(x, short_kv[:, i, 0], short_kv[:, i, 1], masks[1],
                              self_attend=True)
@@ -251,4 +290,6 @@ class LongerEncoder(SequenceEncoder):
         return {**super().get_config(), "num_heads": self.num_heads, "merge_k": self.merge_k,
                 "merge_mode": self.merge_mode, "recent_k": self.recent_k,
                 "self_attn_layers": self.self_attn_layers, "ffn_mult": self.ffn_mult,
+                "num_match_fields": self.num_match_fields,
+                "match_bias_init": self.match_bias_init,
                 "num_user_tokens": self.num_user_tokens, "recompute": self.recompute}

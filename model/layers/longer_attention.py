@@ -82,18 +82,23 @@ class LongerAttention(keras.layers.Layer):
         keys, values = tf.split(self.key_value(self.attn_norm(tokens)), 2, axis=-1)
         return keys, values
 
-    def attend(self, queries, keys, values, mask, self_attend: bool = False):
-        """Queries [B, Q, d] attend over keys / values [B, S, d] (mask [B, Q|1, S])."""
+    def attend(self, queries, keys, values, mask, self_attend: bool = False, bias=None):
+        """Queries [B, Q, d] attend over keys / values [B, S, d] (mask [B, Q|1, S]);
+        `bias`: float32 logits broadcastable to [B, h, Q, S] added to the scores (the
+        encoder's ID-match prior); a query's own key (self_attend) gets none."""
         queries = tf.cast(queries, self.compute_dtype)
         keys, values = tf.cast(keys, self.compute_dtype), tf.cast(values, self.compute_dtype)
         x = self.attn_norm(queries)
         q = self._split(self.query(x) * (1.0 / math.sqrt(self.head_dim)))   # [B, h, Q, d_h]
         k, v = self._split(keys), self._split(values)                       # [B, h, S, d_h]
         scores = tf.matmul(q, k, transpose_b=True)                          # [B, h, Q, S]
+        if bias is not None:
+            scores = tf.cast(scores, tf.float32) + bias
         mask = tf.broadcast_to(tf.cast(mask, tf.bool)[:, None], tf.shape(scores))
         if self_attend:
             own_k, own_v = (self._split(t) for t in tf.split(self.key_value(x), 2, axis=-1))
-            scores = tf.concat([scores, tf.reduce_sum(q * own_k, -1, keepdims=True)], -1)
+            own = tf.cast(tf.reduce_sum(q * own_k, -1, keepdims=True), scores.dtype)
+            scores = tf.concat([scores, own], -1)
             mask = tf.concat([mask, tf.ones_like(mask[..., :1])], axis=-1)
         weights = tf.cast(masked_softmax(scores, mask), self.compute_dtype)
         context = tf.matmul(weights[..., :tf.shape(k)[2]], v)              # [B, h, Q, d_h]

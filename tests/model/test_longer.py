@@ -16,7 +16,7 @@ from model.layers.token_merge import TokenMerge
 from pipeline import features
 from pipeline.config import ConfigError, LongerConfig
 from layer_checks import REORDER_ATOL, assert_config_round_trip
-from model_helpers import TASKS, random_requests, tiny_config
+from model_helpers import TASKS, author_task_batch, random_requests, tiny_config
 
 D = 8
 CONFIGS = {  # name -> LongerEncoder kwargs
@@ -153,13 +153,48 @@ def test_ranking_model_serving_split_with_5x_longer_histories():
         features.input_signature(features.USER_INPUTS)])
     score = tf.function(net.score_candidates, input_signature=[
         net.user_cache_spec(), features.input_signature(features.CANDIDATE_INPUTS)])
-    inputs, _ = random_requests(batch=3, length=60, num_targets=5, seed=5)
-    cache = encode({k: inputs[k] for k in features.USER_INPUTS})
-    assert set(cache) == {SEQUENCE_KV, SHORT_KV, "user_tokens", HIST_LEN}
-    served = score(cache, {k: inputs[k] for k in features.CANDIDATE_INPUTS})
-    valid = features.target_mask(inputs["tgt_len"], 5)
-    np.testing.assert_allclose(tf.boolean_mask(served, valid), tf.boolean_mask(net(inputs), valid),
-                               rtol=0, atol=REORDER_ATOL)
+    # Random IDs (no matches) and an author task batch (most targets match events).
+    for inputs in (random_requests(batch=3, length=60, num_targets=5, seed=5)[0],
+                   author_task_batch(batch=3, length=60, num_targets=5, seed=6)[0]):
+        cache = encode({k: inputs[k] for k in features.USER_INPUTS})
+        assert set(cache) == {SEQUENCE_KV, SHORT_KV, "user_tokens", HIST_LEN,
+                              "hist_item_id", "hist_author_id"}
+        served = score(cache, {k: inputs[k] for k in features.CANDIDATE_INPUTS})
+        valid = features.target_mask(inputs["tgt_len"], 5)
+        np.testing.assert_allclose(tf.boolean_mask(served, valid),
+                                   tf.boolean_mask(net(inputs), valid),
+                                   rtol=0, atol=REORDER_ATOL)
+
+
+def test_id_match_bonus_reaches_merged_tokens_whose_events_match():
+    """The layer-1 bonus lands on the merged token holding a matching event, in the joint
+    pass and in `score`, and only there (a NumPy any-match over each group of K events)."""
+    cfg = tiny_config(encoder="longer", longer=LongerConfig(merge_k=3, recent_k=2))
+    encoder = build_encoder(cfg, num_user_tokens=0)
+    rng = np.random.default_rng(0)
+    B, L, M = 2, 8, 3
+    events = tf.constant(rng.normal(size=(B, L, 16)), tf.float32)
+    targets = tf.constant(rng.normal(size=(B, M, 16)), tf.float32)
+    mask = tf.constant(np.arange(L)[None] < np.array([[8], [5]]))
+    match = np.zeros((B, M, 2, L), bool)
+    match[0, 0, 1, 4] = True          # event 4 -> merged token 1 (events 3..5)
+    match[1, 2, 0, 0] = True
+    z_plain = encoder(events, mask, targets, id_match=tf.zeros_like(match))
+    z_match = encoder(events, mask, targets, id_match=tf.constant(match))
+    moved = np.abs(z_match.numpy() - z_plain.numpy()).max(-1) > 1e-4
+    np.testing.assert_array_equal(moved, match.any(axis=(2, 3)))
+    bias = encoder._match_bias(tf.constant(match)).numpy()       # [B, h, M, G']
+    assert bias.shape == (B, 2, M, 3)
+    np.testing.assert_allclose(bias[0, :, 0, 1], encoder.match_bias.numpy()[1])
+    assert np.count_nonzero(bias) == 2 * 2
+    cache = {**encoder.encode_user(events, mask),
+             HIST_LEN: tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)}
+    np.testing.assert_allclose(encoder.score(cache, targets, id_match=tf.constant(match)),
+                               z_match, rtol=0, atol=REORDER_ATOL)
+    with pytest.raises(ValueError, match="id_match is required"):
+        encoder.score(cache, targets)
+    with pytest.raises(ValueError, match="id_match is required"):
+        encoder(events, mask, targets)
 
 
 def _grads(net, batch):
@@ -240,7 +275,8 @@ def _matmul_flops(graph):
 @pytest.mark.parametrize("mode", ["concat", "innertrans"])
 def test_flop_formula_counts_every_matmul_of_the_traced_graphs(mode):
     longer = LongerConfig(merge_k=4, merge_mode=mode, recent_k=3, self_attn_layers=2)
-    cfg = tiny_config(encoder="longer", d_model=D, longer=longer)
+    # Without the ID-match prior: its bonus is an elementwise add, not a matmul.
+    cfg = tiny_config(encoder="longer", d_model=D, longer=longer, id_match=[])
     encoder = build_encoder(cfg, num_user_tokens=2)
     length, spec = 40, tf.TensorSpec
     events, mask, targets, users = _inputs(length, (40,), num_targets=1)
@@ -280,7 +316,7 @@ def test_config_round_trip_build_encoder_and_errors():
     encoder = build_encoder(cfg, num_user_tokens=2)
     assert type(encoder) is LongerEncoder and encoder.recompute
     assert (encoder.merge_k, encoder.merge_mode, encoder.recent_k, encoder.self_attn_layers,
-            encoder.num_user_tokens) == (8, "innertrans", 5, 3, 2)
+            encoder.num_user_tokens, encoder.num_match_fields) == (8, "innertrans", 5, 3, 2, 2)
     with pytest.raises(ConfigError, match="model.longer.merge_mode: 'innertrans' is invalid"):
         tiny_config(encoder="longer", longer=LongerConfig(merge_k=1, merge_mode="innertrans"))
     with pytest.raises(ConfigError, match="model.longer.merge_k"):

@@ -1,4 +1,5 @@
-"""Per-user point-in-time history builder (DESIGN.md 3.2): one sort, then linear work.
+"""Per-user point-in-time history builder: one sort, then linear work
+(docs/data.md, "Requests and histories").
 
 A user's impressions are sorted once by time. A request's timestamp is the earliest
 timestamp of its impressions, and its history is every event strictly before that

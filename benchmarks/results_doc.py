@@ -105,7 +105,7 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
     table_a = [{"length": L, "cells": [str(auc(runs[m], L, t)) for m in models for t in tasks],
                 "oracle": [f"{oracle[L][t]['auc']:.4f}" for t in tasks] if oracle else []}
                for L in s["lengths"]]
-    history = [{"model": LABELS[m], "cells": [
+    history = [{"model": LABELS[m], "seeds": len(runs[m]), "cells": [
         (str(auc(runs[m], at, t)), str(auc(runs[m], at, t, "gauc")),
          use(runs[m], at, t, "auc_delta_empty").signed(),
          use(runs[m], at, t, "auc_delta_swapped").signed()) for t in tasks]} for m in models]

@@ -155,10 +155,14 @@ def deepctr_din(out_json: str, data: str, length: int, targets: int, tasks, seed
     return load(out_json)
 
 
-def run_dataset(dataset: str, out: str, quick: bool, seeds) -> dict:
+def run_dataset(dataset: str, out: str, quick: bool, seeds, encoders=None,
+                parts=("a", "c", "d")) -> dict:
+    """`encoders`: the ENCODER_RUNS to train (default all); `parts`: which of c (DeepCTR)
+    and d (RLB vs point-wise) to run. Runs of other seeds or encoders already in `out` are
+    reported too, so a smaller invocation can add seeds to a subset of the models."""
     s = settings(dataset, quick)
     root = os.path.join(out, dataset)
-    data = prepare_data(dataset, root, s)
+    data = prepare_data(dataset, root, s, pointwise="d" in parts)
     base = s["data"] + s["model"] + s["train"] + s["eval"]
     fixed = ["train.length.mode=fixed", f"train.length.l_max={s['window'][1]}"]
     L = s["compare_len"]
@@ -169,6 +173,8 @@ def run_dataset(dataset: str, out: str, quick: bool, seeds) -> dict:
     # Seed by seed: an interrupted invocation leaves every part with the same seeds done.
     for seed in seeds:
         for name, (change, sampler) in ENCODER_RUNS.items():
+            if encoders is not None and name not in encoders:
+                continue
             lengths = s["lengths"] if sampler == "beta" else [
                 s["mean_len"], 5 * s["mean_len"], s["window"][1]]
             overrides = base + (s["sampler"] if sampler == "beta" else fixed) + change + [
@@ -176,12 +182,14 @@ def run_dataset(dataset: str, out: str, quick: bool, seeds) -> dict:
             runs.setdefault(name, {})[seed] = train_eval(
                 os.path.join(root, f"{name}_s{seed}"), data["request"], overrides, lengths)
         # c: the outside reference, as many targets as STCA saw, at the comparison length.
-        din = deepctr_din(os.path.join(root, f"deepctr_din_s{seed}.json"), data["request"],
-                          s["compare_at"], runs["stca"][seed]["train"]["targets_seen"],
-                          [s["long_task"]] if dataset == "movielens" else ["click", "like"],
-                          seed)
+        din = None if "c" not in parts or seed not in runs.get("stca", {}) else deepctr_din(
+            os.path.join(root, f"deepctr_din_s{seed}.json"), data["request"], s["compare_at"],
+            runs["stca"][seed]["train"]["targets_seen"],
+            [s["long_task"]] if dataset == "movielens" else ["click", "like"], seed)
         if din is not None:
             runs.setdefault("deepctr_din", {})[seed] = din
+        if "d" not in parts:
+            continue
         # d: RLB vs point-wise over the same number of targets at one fixed length.
         rlb = train_eval(os.path.join(root, f"rlb_s{seed}"), data["request"],
                          same + [f"train.steps={s['rlb_steps']}", f"train.seed={seed}"], [L])
@@ -191,13 +199,31 @@ def run_dataset(dataset: str, out: str, quick: bool, seeds) -> dict:
                         eval_data=data["request"])
         runs.setdefault("rlb", {})[seed] = rlb
         runs.setdefault("pointwise", {})[seed] = pw
-    result = {"settings": s, "seeds": list(seeds), "runs": runs,
+    _add_finished_runs(root, runs)
+    result = {"settings": s, "seeds": sorted({x for r in runs.values() for x in r}),
+              "runs": runs,
               "data_stats": load(os.path.join(data["request"], "stats.json"))}
     if dataset == "synth":  # MovieLens has no author column: the count would be empty
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import oracle
         result["oracle"] = oracle.oracle_report(data["request"], s["lengths"], s["tasks"])
     return result
+
+
+def _add_finished_runs(root: str, runs: dict) -> None:
+    """Runs finished by earlier invocations (other seeds or encoders) join the report."""
+    for entry in sorted(os.listdir(root)):
+        path = os.path.join(root, entry)
+        name, _, seed = entry.removesuffix(".json").rpartition("_s")
+        if not seed.isdigit() or int(seed) in runs.get(name, {}):
+            continue
+        if name == "deepctr_din" and entry.endswith(".json"):
+            runs.setdefault(name, {})[int(seed)] = load(path)
+        elif os.path.exists(os.path.join(path, "eval", "eval_report.json")):
+            runs.setdefault(name, {})[int(seed)] = {
+                "train": load(os.path.join(path, "train_metrics.json")),
+                "eval": load(os.path.join(path, "eval", "eval_report.json")),
+                "overrides": None}
 
 
 # The ablation table: (description, history_ablation.py variant, extra arguments). The
@@ -227,9 +253,12 @@ ABLATION = [
 ABLATION_STEPS, ABLATION_LENGTH, ABLATION_REQUESTS = 300, 1024, 1500
 
 
-def run_ablation(out: str, data: str) -> dict:
+def run_ablation(out: str, data: str, only=None) -> dict:
+    """Trains the ABLATION rows (`only`: their indices; default all) not yet in `out`."""
     rows = []
     for i, (description, variant, extra) in enumerate(ABLATION):
+        if only is not None and i not in only:
+            continue
         path = os.path.join(out, f"{i:02d}.json")
         args = ["--data", data, "--variant", variant, "--steps", str(ABLATION_STEPS),
                 "--lengths", str(ABLATION_LENGTH), "--out", path, *extra]
@@ -277,6 +306,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, minutes not hours")
     parser.add_argument("--only", choices=("synth", "movielens", "ablation"))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--encoders", help="comma list of " + ",".join(ENCODER_RUNS)
+                        + " (default all)")
+    parser.add_argument("--parts", default="a,c,d",
+                        help="a (encoders), c (DeepCTR DIN), d (RLB vs point-wise)")
+    parser.add_argument("--ablation-rows", help="comma list of ABLATION indices (default all)")
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "results"))
     parser.add_argument("--write-docs", action="store_true",
                         help="render docs/results.md and its plots from OUT/results.json")
@@ -289,7 +323,10 @@ def main(argv=None) -> int:
     if "ablation" in parts:  # on the synthetic data of section a
         data = prepare_data("synth", os.path.join(args.out, "synth"),
                             settings("synth", args.quick), pointwise=False)
-        results["ablation"] = run_ablation(os.path.join(args.out, "ablation"), data["request"])
+        rows = ({int(x) for x in args.ablation_rows.split(",")} if args.ablation_rows
+                else None)
+        results["ablation"] = run_ablation(os.path.join(args.out, "ablation"), data["request"],
+                                           rows)
         results["ablation"]["commands"] = list(COMMANDS)
         COMMANDS.clear()
         _save(results, args.out)
@@ -298,9 +335,12 @@ def main(argv=None) -> int:
             print(f"skipping MovieLens: {MOVIELENS} not found (not redistributable)")
             continue
         t0 = time.time()
-        ds = run_dataset(dataset, args.out, args.quick, seeds)
-        ds["seconds"] = round(time.time() - t0, 1)
-        ds["commands"] = list(COMMANDS)
+        ds = run_dataset(dataset, args.out, args.quick, seeds,
+                         args.encoders.split(",") if args.encoders else None,
+                         tuple(args.parts.split(",")))
+        earlier = results["datasets"].get(dataset, {})  # invocations add up
+        ds["seconds"] = round(time.time() - t0 + earlier.get("seconds", 0), 1)
+        ds["commands"] = list(dict.fromkeys(earlier.get("commands", []) + COMMANDS))
         COMMANDS.clear()
         results["datasets"][dataset] = ds
         _save(results, args.out)

@@ -4,7 +4,8 @@
       cache on (serving.cache_bytes > 0):
         key = user id + request_ts + digest of the history      (serving/requests.py)
         hit  -> the cached encode_user outputs
-        miss -> encode_user (one call), stored in the LRU (bytes budget, TTL)
+        miss -> encode_user (one call), stored in the LRU (bytes budget, TTL); concurrent
+                misses of one key share that call (serving/single_flight.py)
         then score_candidates over chunks of serving.chunk_size candidates
       cache off (serving.cache_bytes = 0):
         serving_default with every candidate in one call
@@ -47,16 +48,20 @@ from pipeline import features
 from pipeline.config import Config, ConfigError, ServingConfig
 from serving import requests as req
 from serving import signatures as sigs
-from serving.cache import LRUCache
+from serving.cache import LRUCache, nbytes
 from serving.requests import RequestError  # noqa: F401  (re-exported for callers)
+from serving.single_flight import SingleFlight
 from serving.transport import ServingError
 
 
 @dataclass
 class RankResult:
-    """scores: task -> float32 [m] in candidate order; cache_hit: None when the cache is off."""
+    """scores: task -> float32 [m] in candidate order; cache_hit: None when the cache is off
+    (True also when a concurrent request of the same user encoded it); cache_bytes: the
+    size of this user's encode_user outputs (None when the cache is off)."""
     scores: dict
     cache_hit: bool | None
+    cache_bytes: int | None = None
 
 
 class RankingClient:
@@ -88,6 +93,7 @@ class RankingClient:
         self.cache = LRUCache(self.cfg.cache_bytes, self.cfg.cache_ttl_s, clock)
         self.calls: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
+        self._encodes = SingleFlight()
 
     @classmethod
     def from_config(cls, cfg: Config, transport, **kwargs) -> "RankingClient":
@@ -166,9 +172,9 @@ class RankingClient:
         cached = self.cache.get(key)
         hit = cached is not None
         if not hit:
-            user = req.dense_inputs([request.without_candidates()])
-            cached = self._predict(sigs.ENCODE_USER, {n: user[n] for n in features.USER_INPUTS})
-            self.cache.put(key, cached)  # _predict refused a NaN / Inf cache
+            (cached, found), shared = self._encodes.do(key,
+                                                       lambda: self._encode(key, request))
+            hit = found or shared
         # A warm user's history is not rebuilt: only the candidates are.
         inputs = req.dense_inputs([request.without_history()])
         wanted = self._served(sigs.SCORE_CANDIDATES)["inputs"]
@@ -181,7 +187,19 @@ class RankingClient:
             out = self._predict(sigs.SCORE_CANDIDATES, {**user_side, **chunk},
                                 finite=tuple(user_side))
             parts.append((out, stop - start))
-        return RankResult(self._scores(parts), hit)
+        return RankResult(self._scores(parts), hit, nbytes(cached))
+
+    def _encode(self, key: str, request: req.Request) -> tuple[dict, bool]:
+        """(encode_user outputs, found in the cache) for a cache miss; one call per key at
+        a time (SingleFlight)."""
+        if key in self.cache:  # a concurrent miss finished between our lookup and now
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached, True
+        user = req.dense_inputs([request.without_candidates()])
+        cached = self._predict(sigs.ENCODE_USER, {n: user[n] for n in features.USER_INPUTS})
+        self.cache.put(key, cached)  # _predict refused a NaN / Inf cache
+        return cached, False
 
     def score_requests(self, batch: Sequence[tuple]) -> list[dict]:
         """serving_default over several (user, history, candidates) requests in one call.

@@ -9,6 +9,8 @@ import datetime
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -230,6 +232,46 @@ def test_cache_eviction_by_bytes_and_ttl_in_the_client(transport):
     clock.now = 61.0                                   # TTL passed: encode again
     assert client.rank(users[0], history(100), candidates(4)).cache_hit is False
     assert sent.calls.count("encode_user") == 4 and client.cache.stats()["expirations"] == 1
+
+
+class GatedTransport(RecordingTransport):
+    """encode_user blocks until `release` is set (after signalling `entered`)."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def predict(self, signature_name, inputs):
+        if signature_name == sigs.ENCODE_USER:
+            self.entered.set()
+            assert self.release.wait(30)
+        return super().predict(signature_name, inputs)
+
+
+def test_concurrent_cold_requests_of_one_user_encode_it_once(transport):
+    gated = GatedTransport(transport)
+    client = RankingClient(gated, ServingConfig(chunk_size=64))
+    hist, cands = history(200), candidates(100)
+    results = [None] * 5
+
+    def rank(i):
+        results[i] = client.rank(USER, hist, cands)
+    threads = [threading.Thread(target=rank, args=(i,)) for i in range(5)]
+    threads[0].start()
+    assert gated.entered.wait(30)          # the first request is inside encode_user
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.5)                        # the others miss the cache meanwhile
+    gated.release.set()
+    for t in threads:
+        t.join(30)
+    assert gated.calls.count("encode_user") == 1
+    assert gated.calls.count("score_candidates") == 5 * 2
+    assert sorted(r.cache_hit for r in results) == [False] + [True] * 4
+    alone = RankingClient(transport, ServingConfig(chunk_size=64)).rank(USER, hist, cands)
+    for r in results:
+        np.testing.assert_array_equal(r.scores["click"], alone.scores["click"])
+        assert r.cache_bytes == client.cache.stats()["bytes"] > 0
 
 
 def test_bfloat16_cache_through_the_client(export_bf16):

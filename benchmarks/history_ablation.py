@@ -194,6 +194,9 @@ def build_variant(cfg, spec: dict):
                                           init=spec["embed"].split("_")[-1], name="embedding")
     if spec["user"] == "none":
         model.user_tokens = NoUserTokens(d, name="user_tokens")
+        if spec["head"] == "project":  # the head's token count changes with the user tokens
+            from model.heads import build_head
+            model.head = build_head(mc, len(cfg.tasks), num_tokens=2)
     if spec["encoder"] == "din_sum":
         model.encoder = SumDINEncoder(d, name="encoder")
     if spec["head"] == "mlp":

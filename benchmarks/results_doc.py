@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 TITLES = {"synth": "Synthetic log (planted long-range signal)", "movielens": "MovieLens 100K"}
 LABELS = {"stca": "STCA", "stca_paper": "STCA as in the paper (no ID-match prior)",
           "longer": "LONGER", "din": "DIN (project)", "target_attention": "target attention",
@@ -39,7 +40,10 @@ class Stat:
             else f"{self.mean:.4f}"
 
     def signed(self):
-        return f"{self.mean:+.4f} ± {self.half:.4f}" if self.values else "n/a"
+        if not self.values:
+            return "n/a"
+        return f"{self.mean:+.4f} ± {self.half:.4f}" if len(self.values) > 1 \
+            else f"{self.mean:+.4f}"
 
 
 def _row(run, length):
@@ -186,7 +190,8 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
             "rlb": rlb, "speedup": speedup, "train_requests": st["train"]["requests"],
             "eval_requests": st["eval"]["requests"], "scored_requests": scored["requests"],
             "scored_targets": scored["targets"],
-            "hours": ds.get("seconds", 0) / 3600, "commands": ds.get("commands", []),
+            "hours": ds.get("seconds", 0) / 3600,
+            "commands": [c.replace(REPO + os.sep, "") for c in ds.get("commands", [])],
             "seeds": ds["seeds"]}
 
 
@@ -203,7 +208,7 @@ def write(results: dict, doc_dir: str) -> str:
                 for n in ("synth", "movielens") if n in results["datasets"]]
     text = env.get_template("results.md.j2").render(
         machine=results["machine"], quick=results.get("quick", False), findings=findings,
-        datasets=datasets, ablation=results.get("ablation"))
+        datasets=datasets, ablation=results.get("ablation"), repo=REPO)
     out = os.path.join(doc_dir, "results.md")
     with open(out, "w") as f:
         f.write(text)

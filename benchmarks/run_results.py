@@ -36,7 +36,7 @@ COMMANDS: list[str] = []
 
 
 def _run(cmd: list[str], shown: list[str], done: bool) -> None:
-    COMMANDS.append(" ".join(shlex.quote(a) for a in shown))
+    COMMANDS.append(" ".join(shlex.quote(a.replace(REPO + os.sep, "")) for a in shown))
     if done:
         return
     print("+", COMMANDS[-1], flush=True)

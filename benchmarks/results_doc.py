@@ -191,8 +191,14 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
             "eval_requests": st["eval"]["requests"], "scored_requests": scored["requests"],
             "scored_targets": scored["targets"],
             "hours": ds.get("seconds", 0) / 3600,
-            "commands": [c.replace(REPO + os.sep, "") for c in ds.get("commands", [])],
+            "commands": shown_commands(ds.get("commands", [])),
             "seeds": ds["seeds"]}
+
+
+def shown_commands(commands) -> list[str]:
+    """Commands relative to the repository, each once (invocations that reuse earlier runs
+    log them again)."""
+    return list(dict.fromkeys(c.replace(REPO + os.sep, "") for c in commands))
 
 
 def write(results: dict, doc_dir: str) -> str:
@@ -206,9 +212,12 @@ def write(results: dict, doc_dir: str) -> str:
             findings = f.read().strip()
     datasets = [dataset_context(n, results["datasets"][n], doc_dir)
                 for n in ("synth", "movielens") if n in results["datasets"]]
+    ablation = results.get("ablation")
+    if ablation:
+        ablation = dict(ablation, commands=shown_commands(ablation.get("commands", [])))
     text = env.get_template("results.md.j2").render(
         machine=results["machine"], quick=results.get("quick", False), findings=findings,
-        datasets=datasets, ablation=results.get("ablation"), repo=REPO)
+        datasets=datasets, ablation=ablation)
     out = os.path.join(doc_dir, "results.md")
     with open(out, "w") as f:
         f.write(text)

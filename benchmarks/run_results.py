@@ -36,7 +36,7 @@ COMMANDS: list[str] = []
 
 
 def _run(cmd: list[str], shown: list[str], done: bool) -> None:
-    COMMANDS.append(" ".join(shlex.quote(a.replace(REPO + os.sep, "")) for a in shown))
+    COMMANDS.append(" ".join(shlex.quote(a) for a in shown))
     if done:
         return
     print("+", COMMANDS[-1], flush=True)
@@ -138,8 +138,14 @@ def train_eval(model_dir: str, data: str, overrides: list[str], lengths,
     stca("evaluate", "--data", eval_data or data, "--model-dir", model_dir,
          "--lengths", ",".join(map(str, sorted(set(lengths)))),
          *sets(o for o in overrides if o.startswith("eval.")), done=os.path.exists(report))
+    return finished_run(model_dir, overrides)
+
+
+def finished_run(model_dir: str, overrides=None) -> dict:
+    """A trained and evaluated run's metrics, as the report reads them."""
     return {"train": load(os.path.join(model_dir, "train_metrics.json")),
-            "eval": load(report), "overrides": overrides}
+            "eval": load(os.path.join(model_dir, "eval", "eval_report.json")),
+            "overrides": overrides}
 
 
 def deepctr_din(out_json: str, data: str, length: int, targets: int, tasks, seed: int):
@@ -220,10 +226,7 @@ def _add_finished_runs(root: str, runs: dict) -> None:
         if name == "deepctr_din" and entry.endswith(".json"):
             runs.setdefault(name, {})[int(seed)] = load(path)
         elif os.path.exists(os.path.join(path, "eval", "eval_report.json")):
-            runs.setdefault(name, {})[int(seed)] = {
-                "train": load(os.path.join(path, "train_metrics.json")),
-                "eval": load(os.path.join(path, "eval", "eval_report.json")),
-                "overrides": None}
+            runs.setdefault(name, {})[int(seed)] = finished_run(path)
 
 
 # The ablation table: (description, history_ablation.py variant, extra arguments). The

@@ -261,8 +261,9 @@ class ModelConfig:
     # Attention additions to the papers (docs/model.md, "Deviations from the paper"):
     # a learned logit bonus for history events whose raw ID equals the target's, per field
     # (empty list: off, the paper's attention); read by STCA (every layer) and LONGER
-    # (layer 1); encoders without `supports_id_match` ignore it. exp(8) ~ 3000: at the start one match outweighs a few thousand unrelated
-    # events, the scale of a training window. attention_sink: a learned sink logit per
+    # (layer 1); encoders without `supports_id_match` ignore it. exp(8) ~ 3000: at the
+    # start one match outweighs a few thousand unrelated events, the scale of a training
+    # window. attention_sink: a learned sink logit per
     # head (off: measured no gain, docs/results.md).
     id_match: list[str] = field(default_factory=lambda: ["item", "author"])
     id_match_init: float = 8.0        # initial logit bonus of a match

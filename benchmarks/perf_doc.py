@@ -29,14 +29,17 @@ def _by_l(mapping: dict, length) -> float:
 def perf_sections(perf: dict) -> dict:
     """Markdown of bench_perf's claims: {"flops", "transformer", "rlb", "optimizations"}."""
     m, out = perf["matmul"], {}
-    rows = [[r["L"], f"{r['train_flops'] / 1e9:.1f}", f"{r['plain']['best_s']:.3f}",
-             f"{r['plain']['gflops']:.1f}", f"{r['plain']['fraction']:.0%}",
-             f"{r['jit']['best_s']:.3f}", f"{r['jit']['gflops']:.1f}",
-             f"{r['jit']['fraction']:.0%}"] for r in perf["flops"]]
+    ways = [w for w in ("plain", "jit", "default") if w in perf["flops"][0]]
+    names = {"plain": "Adam, XLA off", "jit": "Adam, XLA on",
+             "default": "defaults: lazy Adam, XLA on"}
+    rows = [[r["L"], f"{r['train_flops'] / 1e9:.1f}"] + [
+        c for w in ways for c in (f"{r[w]['best_s']:.3f}", f"{r[w]['gflops']:.1f}",
+                                  f"**{r[w]['fraction']:.0%}**")] for r in perf["flops"]]
     out["flops"] = (f"Dense float32 `tf.matmul` {m['n']}x{m['n']} (fastest of "
                     f"{len(m['times_s'])} rounds, interleaved with the training steps): **{m['gflops']:.1f} GFLOP/s**.\n\n"
-                    + _table(["L", "train GFLOP / step", "step s (XLA off)", "GFLOP/s",
-                              "of matmul", "step s (XLA on)", "GFLOP/s", "of matmul"], rows))
+                    + _table(["L", "train GFLOP / step"] + [
+                        c for w in ways for c in (f"step s ({names[w]})", "GFLOP/s",
+                                                  "of matmul")], rows))
     out["transformer"] = _table(
         ["L", "STCA step s", "transformer step s", "measured on", "time ratio", "FLOP ratio"],
         [[r["L"], f"{r['stca_s']:.3f}", f"{r['transformer_s']:.2f}",
@@ -137,6 +140,39 @@ def _preprocess_sections(pre: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- aims
+def _train_section(bt: dict) -> str:
+    """bench_train: steady-state tokens/s of the d = 32 results config per variant."""
+    m = bt["machine"]
+    rows = [[f"`{r['variant']}`", r["what"], f"{r['history_tokens_per_s']:,.0f}",
+             f"{r['valid_history_tokens_per_s']:,.0f}", f"**{r['valid_ratio']:.2f}x**",
+             f"{r['wall_seconds']:.0f}", f"{r['wall_ratio']:.2f}x",
+             ", ".join(f"{k}: {v:.0f}" for k, v in r["first_step_extra_seconds"].items()
+                       if v >= 1) or "-"] for r in bt["rows"]]
+    return (f"{bt['steps']} steps per run, {bt['rounds']} round(s), one process per run "
+            f"(median); load average {m['load_average_start'][0]:.2f} -> "
+            f"{m['load_average_end'][0]:.2f}. Steady state = every step after the first one "
+            "of each padded length, input wait included; valid tokens exclude padding. "
+            "`before*` rows run the code of commit "
+            f"{bt.get('before_commit', '?')}.\n\n"
+            + _table(["variant", "what", "history tokens/s", "valid tokens/s", "valid x before",
+                      f"wall s ({bt['steps']} steps)", "wall x before",
+                      "first-step extra s (trace / XLA compile) by padded length"], rows))
+
+
+def _eval_section(ev: dict) -> str:
+    """bench_eval: `stca evaluate` wall time before / after on one model."""
+    m = ev["machine"]
+    rows = [[r["lengths"], r["requests"], f"{r['before_s']:.1f}", f"{r['after_s']:.1f}",
+             f"{r['before_requests_per_s']:.1f}", f"{r['after_requests_per_s']:.1f}",
+             f"**{r['speedup']:.2f}x**", f"{r['max_auc_difference']:.1e}"] for r in ev["rows"]]
+    return (f"Model `{ev['model_dir']}`, {ev['rounds']} round(s), best of rounds; whole "
+            "`stca evaluate` command (import, restore, every length with the history-use "
+            f"check); load average {m['load_average_start'][0]:.2f} -> "
+            f"{m['load_average_end'][0]:.2f}. Before = commit {ev.get('before_commit', '?')}."
+            "\n\n" + _table(["lengths", "requests", "before s", "after s", "requests/s before",
+                              "after", "speedup", "max AUC difference"], rows))
+
+
 def collect_aims(perf, enc, srv) -> list[dict]:
     """Unified rows: claim, value, target, met, source."""
     rows = []
@@ -184,13 +220,13 @@ def explain(row, perf, srv, model_defaults) -> str:
         ada = next((o for o in perf["optimizations"] if o["name"].startswith("train.optim")),
                    None)
         jit = perf["aims"].get("stca_flop_fraction_at_4096_jit", {})
-        text = (f"Profile (XLA off): {scopes}; top groups {groups}. Adam decays both slots and "
-                "moves every row of every embedding table each step (dense elementwise passes "
-                f"over {table_rows * perf['workload']['d_model'] / 1e6:.0f}M table parameters "
-                "that the FLOP counter does not count)")
+        text = (f"Profile (dense Adam, XLA off): {scopes}; top groups {groups}. Dense Adam "
+                "decays both slots and moves every row of every embedding table each step "
+                f"(elementwise passes over {table_rows * perf['workload']['d_model'] / 1e6:.0f}M "
+                "table parameters that the FLOP counter does not count)")
         if ada:
             (length, speed), = ada["speedup"].items()
-            text += f"; with Adagrad's sparse updates the step is {speed:.2f}x faster at L={length}"
+            text += f"; lazy Adam's row-sparse updates make the step {speed:.2f}x faster at L={length}"
         if jit:
             text += f". XLA fuses the update: {jit['value']:.0%} of the matmul rate with XLA on"
         return text + "."
@@ -290,6 +326,14 @@ def render(results: pathlib.Path, repo: pathlib.Path, doc: pathlib.Path) -> str:
                       es["linear"]),
                      ("Recomputation memory", cmd("encoders"), plot("bench_encoders"),
                       es["memory"])]
+    bt, ev = _load(results, "bench_train"), _load(results, "bench_eval")
+    if bt:
+        sections.append(("Training throughput at d = 32 (the results config): before / after",
+                         cmd("train") if "train" in runs else f"`{bt['command']}`", "",
+                         _train_section(bt)))
+    if ev:
+        sections.append(("Evaluation throughput: before / after", f"`{ev['command']}`", "",
+                         _eval_section(ev)))
     if pre:
         sections.append(("Preprocessing throughput", cmd("preprocess"), "", pp["throughput"]))
     if perf:

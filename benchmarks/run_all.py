@@ -40,6 +40,7 @@ def commands(full: bool, out: pathlib.Path) -> dict[str, list[str]]:
             "serving": ["benchmarks/bench_serving.py", "--out", f"{rel}/bench_serving.json"],
             "preprocess": ["benchmarks/bench_preprocess.py", "--out",
                            f"{rel}/bench_preprocess.json"],
+            "train": ["benchmarks/bench_train.py", "--out", f"{rel}/bench_train.json"],
         }
     return {
         "perf": ["benchmarks/bench_perf.py", "--quick", "--out", f"{rel}/bench_perf.json"],
@@ -52,6 +53,8 @@ def commands(full: bool, out: pathlib.Path) -> dict[str, list[str]]:
         "preprocess": ["benchmarks/bench_preprocess.py", "--quick", "--events", "100000",
                        "--no-multi-process", "--bytes-cases", "0,2",
                        "--out", f"{rel}/bench_preprocess.json"],
+        "train": ["benchmarks/bench_train.py", "--quick", "--variants", "before,lazy_fine",
+                  "--out", f"{rel}/bench_train.json"],
     }
 
 
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="full sizes (default: quick)")
     parser.add_argument("--only", help="comma-separated subset of: perf,encoders,serving,"
-                                       "preprocess")
+                                       "preprocess,train")
     parser.add_argument("--report-only", action="store_true",
                         help="do not run; render docs/performance.md from existing JSONs")
     parser.add_argument("--results-dir", help="default: benchmarks/results (full) or "

@@ -72,9 +72,13 @@ def settings(dataset: str, quick: bool) -> dict:
                      f"train.length.l_max={l_max}", f"train.length.beta_a={a}",
                      f"train.length.beta_b={b}"],
          "model": ["model.d_model=32", "model.num_heads=4", "model.num_layers=3"],
+         # XLA off and 9 buckets: at d = 32 on the 2-core CPU, XLA's steady-state gain
+         # does not pay one ~14 s compile per bucket in an 800-step run, and without
+         # compiles finer buckets cut the padding (docs/performance.md, bench_train).
          "train": ["train.learning_rate=0.002", "train.warmup_steps=50",
                    "train.checkpoint_every=100000", "train.log_every=100",
-                   "train.jit_compile=true", "train.bucket_boundaries=[128,256,512,1024]"],
+                   "train.jit_compile=false",
+                   "train.bucket_boundaries=[64,96,128,192,256,384,512,768,1024]"],
          "compare_len": 256, "rlb_budget": 4096}
     if dataset == "synth":
         s.update(tasks=["click", "like", "finish"], long_task="like",

@@ -204,7 +204,8 @@ HEADS = ("rankmixer", "dcn", "mlp")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 RECOMPUTE_ENCODERS = ("stca", "longer", "transformer")  # encoders with per-layer history blocks
 ID_MATCH_FIELDS = ("item", "author")
-OPTIMIZERS = ("adam", "lazy_adam", "adamw", "adagrad")
+OPTIMIZERS = ("lazy_adam", "adam", "adamw", "adagrad")
+JIT_MODES = ("auto", "true", "false")
 # Upper bounds far above any real run and low enough for TensorFlow to hold (int32 tensor
 # sizes, int64 step counters): an absurd value fails here, with its field, not mid-run.
 MAX_STEPS = 10**12                # step counts (30 years at 1000 steps/s)
@@ -333,9 +334,10 @@ class TrainConfig:
     max_targets: int = 16             # targets per example; longer requests are split
     shuffle_buffer: int = 2048
     steps: int = 1000
-    # adam | lazy_adam (Adam with row-sparse embedding updates, pipeline/lazy_adam.py) |
-    # adamw | adagrad
-    optimizer: str = "adam"
+    # lazy_adam (Adam with row-sparse embedding updates, pipeline/lazy_adam.py; dense
+    # weights get Adam's rule unchanged) | adam (dense: every table row decays every step)
+    # | adamw | adagrad
+    optimizer: str = "lazy_adam"
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     decay: str = "cosine"             # cosine | none
@@ -351,9 +353,10 @@ class TrainConfig:
     # Non-chief workers keep their final checkpoint in MODEL_DIR/.worker-<i> (consistency
     # checks); by default they are deleted, only the chief's checkpoints are the run's.
     keep_worker_checkpoints: bool = False
-    # XLA-compile the training step (tf.function(jit_compile=True)). Opt-in: one compile per
-    # padded history length (bucket), several seconds each; docs/performance.md has numbers.
-    jit_compile: bool = False
+    # XLA-compile the training step (tf.function(jit_compile=True)): auto | true | false.
+    # auto = on, except under multi_worker (XLA has no CPU kernels for its collectives).
+    # One compile per padded history length (bucket), seconds each: docs/performance.md.
+    jit_compile: str = "auto"
 
     def validate(self, p: str = "train") -> None:
         self.length.validate(f"{p}.length")
@@ -389,9 +392,18 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, f"{p}.{name}", getattr(self, name), ">= 1")
         # XLA on CPU has no kernels for the collectives MultiWorkerMirroredStrategy puts in
         # the step (CollectiveGatherV2): it fails at the first step, so refuse it here.
-        _check(not (self.jit_compile and self.strategy == "multi_worker"), f"{p}.jit_compile",
-               self.jit_compile, "false when train.strategy is 'multi_worker' (XLA has no "
-               "kernels for its collective ops)")
+        _choice(f"{p}.jit_compile", self.jit_compile, JIT_MODES)
+        _check(not (self.jit_compile == "true" and self.strategy == "multi_worker"),
+               f"{p}.jit_compile", self.jit_compile, "false or auto when train.strategy is "
+               "'multi_worker' (XLA has no kernels for its collective ops)")
+
+    def use_xla(self) -> tuple[bool, str]:
+        """(XLA on?, why) for the training step, resolving jit_compile=auto."""
+        if self.jit_compile == "auto" and self.strategy == "multi_worker":
+            return False, ("XLA off: train.jit_compile=auto and train.strategy=multi_worker "
+                           "(XLA has no kernels for its collective ops)")
+        on = self.jit_compile != "false"
+        return on, f"XLA {'on' if on else 'off'}: train.jit_compile={self.jit_compile}"
 
 
 @dataclass
@@ -569,6 +581,8 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
                               "of the range of a number") from None
         raise ConfigError(f"{path}: expected a number, got {value!r}")
     if tp is str:
+        if isinstance(value, bool):  # YAML `true` for a field that also takes words (auto)
+            return "true" if value else "false"
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return "" if value is None else str(value)

@@ -1,8 +1,9 @@
 """`stca evaluate`: AUC and per-user GAUC per task, at several inference lengths.
 
-The same trained model scores the eval split once per length in `eval.lengths` (the most
+The same trained model scores the eval split at every length in `eval.lengths` (the most
 recent L events of each history), including lengths longer than any seen in training, to
-show the length-extrapolation curve. Writes OUT/eval_report.{json,md} and
+show the length-extrapolation curve. The split is read once, in token-budget batches for
+the longest length; each batch is cut to every shorter length and scored there too. Writes OUT/eval_report.{json,md} and
 OUT/auc_vs_length.png (OUT defaults to MODEL_DIR/eval).
 
 Example:
@@ -17,7 +18,7 @@ import numpy as np
 
 import pipeline  # noqa: F401
 from pipeline import config as config_lib
-from pipeline import fileio
+from pipeline import features, fileio
 from pipeline import input as input_lib
 from pipeline import metrics as metrics_lib
 
@@ -76,10 +77,34 @@ def _with_history(inputs, meta, mode: str):
     return inputs, same
 
 
-def predict(model, dataset, tasks, history: str = "real"):
-    """Runs the model over an eval dataset; returns arrays over every valid target.
+def _truncated(inputs, length: int | None):
+    """The batch with every history cut to its `length` most recent events (histories are
+    stored most recent first, so this is a prefix); None keeps it as read."""
+    import tensorflow as tf
+    if length is None or length >= inputs["hist_item_id"].shape[1]:
+        return inputs
+    out = dict(inputs)
+    for name in features.HISTORY_FEATURES:
+        out[name] = inputs[name][:, :length]
+    out["hist_len"] = tf.minimum(inputs["hist_len"], length)
+    return out
 
-    history: one of HISTORY_MODES (the request's own history, none, or another user's).
+
+def score_passes(model, dataset, tasks, passes):
+    """Scores every batch of an eval dataset once per (length, history mode) in `passes`,
+    reading the data once (a dataset made for the longest length serves every shorter one).
+
+    Args:
+      model: a RankingModel.
+      dataset: `input.eval_dataset` batches (inputs, labels, meta).
+      tasks: label tasks, in the model's output order.
+      passes: (length or None, mode) pairs; length cuts histories to their most recent
+        events (None: as read), mode is one of HISTORY_MODES.
+
+    Returns:
+      dict with users [N], labels {task: [N]} over every valid target, and per pass:
+      scores {pass: {task: [N]}}, hist_lens {pass: [requests]} (history lengths used),
+      seconds {pass: model time}; requests (distinct request ids) and wall_seconds.
     """
     import tensorflow as tf
 
@@ -87,57 +112,89 @@ def predict(model, dataset, tasks, history: str = "real"):
     def scores_of(inputs):
         return tf.sigmoid(tf.cast(model(inputs, training=False), tf.float32))
 
-    users, labels, scores, hist_lens = [], {t: [] for t in tasks}, {t: [] for t in tasks}, []
-    request_ids = set()
+    passes = [tuple(p) for p in passes]
+    users, labels = [], {t: [] for t in tasks}
+    scores = {p: {t: [] for t in tasks} for p in passes}
+    hist_lens = {p: [] for p in passes}
+    seconds = dict.fromkeys(passes, 0.0)
+    request_ids, t0 = set(), time.time()
     for inputs, batch_labels, meta in dataset:
-        inputs, _ = _with_history(inputs, meta, history)
-        probs = scores_of(inputs).numpy()
-        mask = np.arange(probs.shape[1])[None, :] < inputs["tgt_len"].numpy()[:, None]
+        mask = np.arange(batch_labels[tasks[0]].shape[1])[None, :] \
+            < inputs["tgt_len"].numpy()[:, None]
         users.append(np.broadcast_to(meta["user_id"].numpy()[:, None], mask.shape)[mask])
-        for i, t in enumerate(tasks):
+        for t in tasks:
             labels[t].append(batch_labels[t].numpy()[mask])
-            scores[t].append(probs[:, :, i][mask])
         # A request with more than train.max_targets targets spans several rows.
         first_piece = meta["target_start"].numpy() == 0
-        hist_lens.append(inputs["hist_len"].numpy()[first_piece])
         request_ids.update(meta["request_id"].numpy().tolist())
+        for length, mode in passes:
+            start = time.perf_counter()
+            batch, _ = _with_history(_truncated(inputs, length), meta, mode)
+            probs = scores_of(batch).numpy()
+            seconds[(length, mode)] += time.perf_counter() - start
+            for i, t in enumerate(tasks):
+                scores[(length, mode)][t].append(probs[:, :, i][mask])
+            hist_lens[(length, mode)].append(batch["hist_len"].numpy()[first_piece])
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros([0])  # noqa: E731
-    return (cat(users), {t: cat(v) for t, v in labels.items()},
-            {t: cat(v) for t, v in scores.items()}, cat(hist_lens), len(request_ids))
+    return {"users": cat(users), "labels": {t: cat(v) for t, v in labels.items()},
+            "scores": {p: {t: cat(v) for t, v in s.items()} for p, s in scores.items()},
+            "hist_lens": {p: cat(v) for p, v in hist_lens.items()}, "seconds": seconds,
+            "requests": len(request_ids), "wall_seconds": time.time() - t0}
 
 
-def _report(model, cfg, data_dir, length, split, history="real"):
-    dataset = input_lib.eval_dataset(data_dir, cfg, length, split=split)
-    users, labels, scores, hist_lens, requests = predict(model, dataset, cfg.tasks, history)
-    return metrics_lib.ranking_report(cfg.tasks, users, labels, scores), users, hist_lens, \
-        requests
+def predict(model, dataset, tasks, history: str = "real"):
+    """Runs the model over an eval dataset at its length; returns (users, labels, scores,
+    history lengths used, requests) over every valid target.
+
+    history: one of HISTORY_MODES (the request's own history, none, or another user's).
+    """
+    out = score_passes(model, dataset, tasks, [(None, history)])
+    return (out["users"], out["labels"], out["scores"][(None, history)],
+            out["hist_lens"][(None, history)], out["requests"])
 
 
 def evaluate_lengths(model, cfg: config_lib.Config, data_dir: str, lengths, split="eval"):
     """One row per length: AUC / GAUC per task, and with eval.history_ablation the same
-    model scored without any history and with another user's history ("history_use")."""
-    rows = []
-    empty = None
+    model scored without any history and with another user's history ("history_use").
+
+    The data is read once, batched for the longest length; each batch is scored at every
+    length (and history mode). Each row's "seconds" is its model time; the returned rows
+    carry the whole pass's requests per second too ("pass_requests_per_s").
+    """
+    lengths = [int(v) for v in lengths]
+    modes = ("real", "swapped") if cfg.eval.history_ablation else ("real",)
+    passes = [(length, mode) for length in lengths for mode in modes]
     if cfg.eval.history_ablation:
-        # Without history the length does not matter: score it once.
-        empty = _report(model, cfg, data_dir, min(lengths), split, "empty")[0]
+        passes.append((min(lengths), "empty"))  # without history the length does not matter
+    dataset = input_lib.eval_dataset(data_dir, cfg, max(lengths), split=split)
+    out = score_passes(model, dataset, cfg.tasks, passes)
+    users, labels = out["users"], out["labels"]
+
+    def report(p):
+        return metrics_lib.ranking_report(cfg.tasks, users, labels, out["scores"][p])
+
+    empty = report((min(lengths), "empty")) if cfg.eval.history_ablation else None
+    rows = []
     for length in lengths:
-        t0 = time.time()
-        report, users, hist_lens, requests = _report(model, cfg, data_dir, length, split)
-        row = {"length": int(length), "requests": requests, "targets": int(len(users)),
-               "mean_history_used": float(hist_lens.mean()) if len(hist_lens) else 0.0,
-               **report}
+        real = report((length, "real"))
+        used = out["hist_lens"][(length, "real")]
+        row = {"length": length, "requests": out["requests"], "targets": int(len(users)),
+               "mean_history_used": float(used.mean()) if len(used) else 0.0, **real}
         if empty is not None:
-            swapped = _report(model, cfg, data_dir, length, split, "swapped")[0]
-            row["history_use"] = {t: history_use(report[t], empty[t], swapped[t])
+            swapped = report((length, "swapped"))
+            row["history_use"] = {t: history_use(real[t], empty[t], swapped[t])
                                   for t in cfg.tasks}
-        row["seconds"] = round(time.time() - t0, 2)
+        row["seconds"] = round(sum(v for (pl, _), v in out["seconds"].items() if pl == length), 2)
+        row["pass_requests_per_s"] = round(out["requests"] / max(out["wall_seconds"], 1e-9), 2)
         rows.append(row)
         print(f"L={length:>6}  " + "  ".join(
-            f"{t}: auc={report[t]['auc']:.4f} gauc={report[t]['gauc']:.4f}"
+            f"{t}: auc={real[t]['auc']:.4f} gauc={real[t]['gauc']:.4f}"
             + (f" (-hist {row['history_use'][t]['auc_delta_empty']:+.4f}"
                f" swap {row['history_use'][t]['auc_delta_swapped']:+.4f})" if empty else "")
             for t in cfg.tasks), flush=True)
+    print(f"{out['requests']} requests x {len(passes)} scoring passes in "
+          f"{out['wall_seconds']:.1f} s ({rows[0]['pass_requests_per_s']:.1f} requests/s, "
+          "every length and history check from one read)", flush=True)
     return rows
 
 
@@ -251,7 +308,8 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str, out_dir: str | No
                "auc": {r["length"]: {t: round(r[t]["auc"], 4) for t in cfg.tasks}
                        for r in rows},
                "auc_per_doubling": {t: round(v, 4)
-                                    for t, v in report["auc_per_doubling"].items()}}
+                                    for t, v in report["auc_per_doubling"].items()},
+               "requests_per_s": rows[0]["pass_requests_per_s"]}
     if cfg.eval.history_ablation:
         summary["history_use_auc_delta"] = {
             r["length"]: {t: {"no_history": round(r["history_use"][t]["auc_delta_empty"], 4),

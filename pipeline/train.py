@@ -241,7 +241,11 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         strategy, data_dir, cfg, seed_offset=0 if deterministic else start_step)
     traces = []
 
-    @tf.function(input_signature=[dataset.element_spec], jit_compile=cfg.train.jit_compile)
+    xla, why = cfg.train.use_xla()
+    if chief:
+        print(why, flush=True)
+
+    @tf.function(input_signature=[dataset.element_spec], jit_compile=xla)
     def dist_step(batch):
         traces.append(1)  # Python side effect: runs once per trace, never per step
         out = strategy.run(model.train_step, args=(batch,))
@@ -269,15 +273,18 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
 
         for _ in range(start_step if deterministic else 0):
             next_batch()
-        losses, t0, step, padded_lengths, targets_seen = [], time.time(), start_step, set(), 0
+        losses, t0, step, targets_seen = [], time.time(), start_step, 0
         window_t0, window_tokens, window_requests = time.time(), 0, 0
+        speed = _Throughput()
         while step < cfg.train.steps and stop.signum is None:
+            step_t0 = time.perf_counter()  # a step's time includes waiting for its batch
             batch = next_batch()
             loss = float(dist_step(batch))
+            step_seconds = time.perf_counter() - step_t0
             step = int(optimizer.iterations.numpy())
             losses.append(loss)
-            tokens, requests, length, targets = _batch_size(strategy, batch)
-            padded_lengths.add(length)
+            tokens, requests, length, targets, valid = _batch_size(strategy, batch)
+            speed.add(length, step_seconds, tokens, valid)
             targets_seen += targets
             window_tokens += tokens
             window_requests += requests
@@ -318,8 +325,10 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         "steps_per_second": round(len(losses) / max(time.time() - t0, 1e-9), 3),
         "step_traces": len(traces),
         "targets_seen": targets_seen,  # valid (request, target) pairs trained on in this run
-        "padded_history_lengths": sorted(padded_lengths),
+        "padded_history_lengths": sorted(speed.first_step),
+        **speed.summary(),
         "num_replicas": strategy.num_replicas_in_sync,
+        "xla": xla,
         "latest_checkpoint": manager.latest_checkpoint,
     }
     if chief:
@@ -329,13 +338,49 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     return metrics
 
 
-def _batch_size(strategy, batch) -> tuple[int, int, int, int]:
-    """(history tokens, requests, padded length, targets) of a distributed batch, for logs."""
+def _batch_size(strategy, batch) -> tuple[int, int, int, int, int]:
+    """(padded history tokens, requests, padded length, targets, valid history tokens) of a
+    distributed batch, for logs and throughput."""
     parts = strategy.experimental_local_results(batch[0]["hist_item_id"])
     targets = strategy.experimental_local_results(batch[0]["tgt_len"])
+    valid = strategy.experimental_local_results(batch[0]["hist_len"])
     return (sum(int(p.shape[0]) * int(p.shape[1]) for p in parts),
             sum(int(p.shape[0]) for p in parts), max(int(p.shape[1]) for p in parts),
-            sum(int(t.numpy().sum()) for t in targets))
+            sum(int(t.numpy().sum()) for t in targets), sum(int(v.numpy().sum()) for v in valid))
+
+
+class _Throughput:
+    """Step times split into first steps per padded length (trace, and with XLA the
+    compile of that shape) and the steady state (every later step)."""
+
+    def __init__(self):
+        self.first_step: dict[int, float] = {}
+        self.steady_seconds = 0.0
+        self.steady_steps = self.steady_tokens = self.steady_valid = 0
+        self.seconds_by_length: dict[int, list[float]] = {}
+
+    def add(self, length: int, seconds: float, tokens: int, valid: int) -> None:
+        if length not in self.first_step:
+            self.first_step[length] = seconds
+            return
+        self.seconds_by_length.setdefault(length, []).append(seconds)
+        self.steady_seconds += seconds
+        self.steady_steps += 1
+        self.steady_tokens += tokens
+        self.steady_valid += valid
+
+    def summary(self) -> dict:
+        """Steady-state rates (input wait + step, excluding first steps) and the first-step
+        cost per padded length over that length's median step."""
+        rate = lambda n: round(n / self.steady_seconds, 1) if self.steady_seconds else None  # noqa: E731
+        return {
+            "steady_steps": self.steady_steps,
+            "steady_step_seconds": round(self.steady_seconds / max(self.steady_steps, 1), 4),
+            "history_tokens_per_s": rate(self.steady_tokens),
+            "valid_history_tokens_per_s": rate(self.steady_valid),
+            "first_step_extra_seconds": {
+                int(k): round(v - float(np.median(self.seconds_by_length.get(k, [0.0]))), 2)
+                for k, v in sorted(self.first_step.items())}}
 
 
 def _current_lr(optimizer) -> float:

@@ -54,7 +54,8 @@ def test_paper_scale_reachable_from_config():
     ("export.cache_dtype=float16", "export.cache_dtype: 'float16' is not allowed; allowed "
                                    "values: 'float32', 'bfloat16'"),
     ("nokey", "expected key=value"),
-    ("train.jit_compile=maybe", "train.jit_compile: expected true or false, got 'maybe'"),
+    ("train.jit_compile=maybe", "train.jit_compile: 'maybe' is not allowed; allowed values: "
+                                "'auto', 'true', 'false'"),
 ])
 def test_errors_name_field_and_allowed_values(override, message):
     with pytest.raises(C.ConfigError) as err:
@@ -79,13 +80,17 @@ def test_cli_rejects_bad_config_before_work(tmp_path):
     assert not out.exists()
 
 
-def test_jit_compile_is_opt_in_and_refused_with_multi_worker():
-    assert C.load_config().train.jit_compile is False
-    assert C.load_config(None, ["train.jit_compile=true"]).train.jit_compile is True
+def test_jit_compile_is_auto_and_refused_with_multi_worker():
+    auto = C.load_config()
+    assert auto.train.jit_compile == "auto" and auto.train.use_xla()[0] is True
+    off = C.load_config(None, ["train.strategy=multi_worker"]).train.use_xla()
+    assert off[0] is False and "multi_worker" in off[1]
+    assert C.load_config(None, ["train.jit_compile=true"]).train.jit_compile == "true"
+    assert C.load_config(None, ["train.jit_compile=false"]).train.use_xla()[0] is False
     with pytest.raises(C.ConfigError) as err:
         C.load_config(None, ["train.jit_compile=true", "train.strategy=multi_worker"])
-    assert "train.jit_compile: True is invalid; it must be false when train.strategy is " \
-           "'multi_worker'" in str(err.value)
+    assert "train.jit_compile: 'true' is invalid; it must be false or auto when " \
+           "train.strategy is 'multi_worker'" in str(err.value)
 
 
 def test_preprocess_passes_beam_flags_after_a_double_dash(monkeypatch):

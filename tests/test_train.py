@@ -65,6 +65,10 @@ def test_buckets_never_retrace_and_loss_falls(trained):
     assert set(metrics["padded_history_lengths"]) <= {32, 64, 128, 256}
     assert metrics["step_traces"] == 1
     assert metrics["steps"] == 80
+    # Steady state: every step after the first of each padded length.
+    assert metrics["steady_steps"] == 80 - len(metrics["padded_history_lengths"])
+    assert 0 < metrics["valid_history_tokens_per_s"] < metrics["history_tokens_per_s"]
+    assert set(metrics["first_step_extra_seconds"]) == set(metrics["padded_history_lengths"])
     assert metrics["final_loss_avg_last_20"] < 0.85 * metrics["loss_avg_first_20"]
     saved = json.load(open(os.path.join(model_dir, "train_metrics.json")))
     assert saved["steps"] == 80
@@ -99,6 +103,33 @@ def test_evaluation_scores_line_up_with_labels(trained, data_dir):
     (row,) = evaluate.evaluate_lengths(model, cfg, data_dir, [256], split="train")
     assert row["click"]["auc"] > 0.8 and row["click"]["gauc"] > 0.75
     assert row["requests"] == 160
+
+
+def test_one_read_scores_every_length_as_one_read_per_length_does(trained, data_dir):
+    """evaluate_lengths reads the data once, batched for the longest length, and cuts each
+    batch to the shorter ones: every score equals the one of a dataset made for that
+    length (other batches, so compared as sorted score lists and AUCs)."""
+    from pipeline import evaluate, input as input_lib, metrics as metrics_lib, train
+    model_dir, cfg, _ = trained
+    model, _ = train.load_trained_model(cfg, model_dir)
+    lengths = [16, 64, 200]
+    one = evaluate.score_passes(model, input_lib.eval_dataset(data_dir, cfg, max(lengths)),
+                                cfg.tasks, [(n, "real") for n in lengths] + [(16, "empty")])
+    assert one["requests"] == 32
+    for n in lengths:
+        users, labels, scores, used, requests = evaluate.predict(
+            model, input_lib.eval_dataset(data_dir, cfg, n), cfg.tasks)
+        assert requests == 32 and len(users) == len(one["users"])
+        np.testing.assert_allclose(np.sort(one["scores"][(n, "real")]["click"]),
+                                   np.sort(scores["click"]), atol=1e-5)
+        np.testing.assert_array_equal(np.sort(one["hist_lens"][(n, "real")]), np.sort(used))
+        assert abs(metrics_lib.ranking_report(cfg.tasks, one["users"], one["labels"],
+                                              one["scores"][(n, "real")])["click"]["auc"]
+                   - metrics_lib.ranking_report(cfg.tasks, users, labels, scores)["click"]["auc"]
+                   ) < 1e-4
+    assert not np.allclose(one["scores"][(16, "empty")]["click"],
+                           one["scores"][(16, "real")]["click"])
+    assert (one["hist_lens"][(16, "empty")] == 0).all()
 
 
 RESUME = TINY_MODEL + ["train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=64",
@@ -152,7 +183,9 @@ def _free_ports(n):
     return ports
 
 
-MULTI = TINY_MODEL + ["train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=32",
+# XLA off in both runs: multi_worker turns jit_compile=auto off, the single run must match.
+MULTI = TINY_MODEL + ["train.jit_compile=false",
+                      "train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=32",
                       "train.bucket_boundaries=[32]", "train.deterministic=true",
                       "train.steps=6", "train.max_targets=8", "train.token_budget=256",
                       "train.learning_rate=0.01", "train.warmup_steps=0"]

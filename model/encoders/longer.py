@@ -6,6 +6,7 @@ import tf_keras as keras
 
 from model.encoders.base import HIST_LEN, SequenceEncoder
 from model.layers.common import check_heads_divide, check_positive
+from model.layers.id_match import match_bias
 from model.layers.longer_attention import LongerAttention
 from model.layers.masking import length_mask
 from model.layers.token_merge import TokenMerge
@@ -206,7 +207,7 @@ class LongerEncoder(SequenceEncoder):
         match = tf.reduce_any(tf.reshape(match, [s[0], s[1], s[2], -1, k]), axis=-1)
         extra = tf.maximum(self.recent_k - tf.shape(match)[-1], 0)         # G' = max(G, k)
         match = tf.pad(match, [[0, 0], [0, 0], [0, 0], [0, extra]])
-        return tf.einsum("bmfg,fh->bhmg", tf.cast(match, tf.float32), self.match_bias)
+        return tf.transpose(match_bias(match, self.match_bias), [0, 2, 1, 3])  # [B, h, M, G']
 
     # ------------------------------------------------------------ training: joint pass
     def call(self, events, history_mask, targets, user_tokens=None, training=None,

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.layers.common import check_heads_divide, check_positive, clone_initializer
+from model.layers.id_match import match_bias
 from model.layers.masking import masked_softmax
 
 
@@ -108,7 +109,7 @@ class STCAAttention(keras.layers.Layer):
             if id_match is None:
                 raise ValueError(f"{self.name}: built with num_match_fields="
                                  f"{self.num_match_fields}, so id_match is required")
-            bias = tf.einsum("bmfl,fh->bmhl", tf.cast(id_match, tf.float32), self.match_bias)
+            bias = match_bias(id_match, self.match_bias)                  # [B, M, h, L]
             scores = tf.cast(scores, tf.float32) + tf.reshape(bias, tf.shape(scores))
         if self.sink_logit is not None:
             sink = tf.tile(self.sink_logit, [targets])[None, :]           # [1, M*h]

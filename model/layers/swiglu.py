@@ -11,8 +11,7 @@ from model.layers.common import clone_initializer
 class SwiGLU(keras.layers.Layer):
     """SwiGLU(x) = ((x W_u) * swish(x W_v)) W_o.
 
-    W_u and W_v are stored as one [d_in, 2 * inner] kernel so both branches run as a
-    single matmul.
+    W_u and W_v are stored as one [d_in, 2 * inner] kernel (`up_gate`).
 
     Args:
       output_dim: width of the output; None keeps the input width.
@@ -59,8 +58,18 @@ class SwiGLU(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
-        up, gate = tf.split(self.up_gate(x), 2, axis=-1)
-        return self.down(up * tf.nn.silu(gate))
+        # Two matmuls against the halves of the one kernel: splitting the [N, 2 * inner]
+        # product instead copies it (10% of an STCA forward at d = 32).
+        kernel = self.up_gate.kernel
+        flat = tf.reshape(x, [-1, tf.shape(x)[-1]])
+        up = tf.matmul(flat, kernel[:, :self._inner])
+        gate = tf.matmul(flat, kernel[:, self._inner:])
+        if self.use_bias:
+            up = up + self.up_gate.bias[:self._inner]
+            gate = gate + self.up_gate.bias[self._inner:]
+        hidden = tf.reshape(up * tf.nn.silu(gate),
+                            tf.concat([tf.shape(x)[:-1], [self._inner]], axis=0))
+        return self.down(hidden)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_dim or input_shape[-1],)

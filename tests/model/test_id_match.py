@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 import model  # noqa: F401
-from model.layers.id_match import id_match
+from model.layers.id_match import id_match, match_bias
 
 
 def test_matches_a_python_loop_over_raw_ids():
@@ -25,3 +25,19 @@ def test_matches_a_python_loop_over_raw_ids():
 def test_field_counts_must_agree():
     with pytest.raises(ValueError, match="same non-zero number"):
         id_match([tf.zeros([1, 2], tf.int64)], [])
+
+
+def test_match_bias_is_the_weighted_sum_over_fields_with_its_gradient():
+    rng = np.random.default_rng(1)
+    match = rng.random((2, 3, 2, 7)) < 0.3
+    weights = tf.Variable(rng.normal(size=(2, 4)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        bias = match_bias(tf.constant(match), weights)
+        loss = tf.reduce_sum(bias * tf.range(7, dtype=tf.float32))
+    expected = np.einsum("bmfl,fh->bmhl", match.astype(np.float32), weights.numpy())
+    assert bias.shape == (2, 3, 4, 7) and bias.dtype == tf.float32
+    np.testing.assert_allclose(bias.numpy(), expected, atol=1e-6)
+    # d loss / d w[f, h] = sum over b, m, l of match[b, m, f, l] * l.
+    grad = np.einsum("bmfl,l->f", match.astype(np.float32), np.arange(7.0))[:, None]
+    np.testing.assert_allclose(tape.gradient(loss, weights).numpy(),
+                               np.broadcast_to(grad, (2, 4)), atol=1e-5)

@@ -19,6 +19,19 @@ def test_swiglu_matches_formula():
     np.testing.assert_allclose(y, expected, atol=REFERENCE_ATOL)
 
 
+def test_swiglu_with_biases_matches_formula():
+    x = tf.random.stateless_normal([2, 3, 8], seed=[2, 3])
+    layer = SwiGLU(output_dim=4, ffn_mult=2, use_bias=True)
+    layer.build(x.shape)
+    for v in layer.weights:  # non-zero biases, so a wrong half would show
+        v.assign(tf.random.stateless_normal(v.shape, seed=[len(v.name), 5]))
+    w, b = layer.up_gate.kernel.numpy(), layer.up_gate.bias.numpy()
+    up, gate = x.numpy() @ w[:, :8] + b[:8], x.numpy() @ w[:, 8:] + b[8:]
+    expected = (up * gate / (1 + np.exp(-gate))) @ layer.down.kernel.numpy() \
+        + layer.down.bias.numpy()
+    np.testing.assert_allclose(layer(x).numpy(), expected, atol=REFERENCE_ATOL)
+
+
 def test_swiglu_defaults_keep_width_and_round_trip():
     layer = SwiGLU()
     x = tf.ones([2, 5])

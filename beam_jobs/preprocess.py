@@ -1,7 +1,7 @@
 """`stca preprocess`: raw impression logs -> request-grouped TFRecords (the Beam job).
 
-    read (ReadFromText bytes / ReadAllFromParquet)
-      -> parse + validate, with_exception_handling ---------------> OUT/errors/errors-*
+    read batches of rows (text lines / ReadAllFromParquet)
+      -> parse + validate -> per-user blocks of impressions -------> OUT/errors/errors-*
       -> [join author_id from an item table (KuaiRand, MovieLens)]
       -> eval cutoff (request-timestamp histogram, side input)
       -> GroupByKey(user) -> history builder -> tf.train.Examples
@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
-import zlib
-from typing import Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -36,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import inputs, outputs, readers, records, stats, validate
+from beam_jobs import blocks, inputs, outputs, readers, records, shuffle, stats, validate
 from pipeline import config as config_lib
 from pipeline.errors import DataError
 
@@ -53,11 +50,6 @@ def _count_dead_letter(failed):
     return failed
 
 
-def _count_row(impression):
-    Metrics.counter("stca.preprocess", "rows_ok").inc()
-    return impression
-
-
 def _finish_stats(summary: dict, dead_letters: int, valid_rows: int, duplicates: int,
                   corrupt_files: int, cutoff: int, data: config_lib.DataConfig,
                   tasks: list) -> str:
@@ -70,71 +62,22 @@ def _finish_stats(summary: dict, dead_letters: int, valid_rows: int, duplicates:
     return json.dumps(summary, indent=2, sort_keys=True)
 
 
-# Records of one user leave the history builder one after another; written as they come,
-# a shard would be sorted by user and a training shuffle buffer would hold a few users.
-# Each record gets a bucket from a hash of its bytes (deterministic); the number of
-# buckets follows the record count, so a bucket holds about one window of records (at
-# most MAX_SHUFFLE_BUCKETS buckets, for parallelism). Every bucket is a random sample of
-# all users and is emitted in a seeded random order, in windows of bounded size: the
-# order is mixed whatever order the runner emits buckets in (the DirectRunner: first
-# seen), and memory stays bounded on any runner.
-SHUFFLE_WINDOW = 8192
-MAX_SHUFFLE_BUCKETS = 4096
-
-
-def shuffle_buckets(records: int) -> int:
-    return max(1, min(MAX_SHUFFLE_BUCKETS, -(-records // SHUFFLE_WINDOW)))
-
-
-def _shuffle_key(data: bytes, buckets: int) -> tuple[int, bytes]:
-    return zlib.crc32(data) % buckets, data
-
-
-def _shuffled(keyed) -> Iterator[bytes]:
-    bucket, values = keyed
-    rng = random.Random(bucket)
-    window: list[bytes] = []
-    for data in values:
-        window.append(data)
-        if len(window) == SHUFFLE_WINDOW:
-            rng.shuffle(window)
-            yield from window
-            window = []
-    rng.shuffle(window)
-    yield from window
-
-
-class ShuffleRecords(beam.PTransform):
-    """Spreads the records of every user over the output in a random, reproducible order.
-
-    Output order never changes what a record holds.
-    """
-
-    def expand(self, records):
-        buckets = (records
-                   | "Count" >> beam.combiners.Count.Globally()
-                   | "Buckets" >> beam.Map(shuffle_buckets))
-        return (records
-                | "Key" >> beam.Map(_shuffle_key, beam.pvalue.AsSingleton(buckets))
-                | "Group" >> beam.GroupByKey()
-                | "Emit" >> beam.FlatMap(_shuffled))
-
-
 def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
           out_dir: str) -> None:
     """Adds the preprocessing graph to pipeline `p` (separate from `run` for tests)."""
     data = cfg.data
     tasks = cfg.tasks
-    raw = p | "ReadRaw" >> readers.ReadRawRows(spec)
-    parsed = raw | "Parse" >> beam.Map(
-        validate.RowParser(spec.row_format, spec.fields)).with_exception_handling()
-    impressions = parsed.good | "CountRows" >> beam.Map(_count_row)
+    parsed = (p
+              | "ReadRaw" >> readers.ReadRawRows(spec)
+              | "Parse" >> beam.ParDo(blocks.ParseRows(spec.row_format, spec.fields))
+              .with_outputs(blocks.DEAD, main="impressions"))
+    impressions = parsed.impressions
     # Beam reads a truncated .gz as a shorter file: verify each compressed input whole.
     streams = (p | "CompressedInputs" >> beam.Create(
                    [(f, b"") for f in inputs.compressed(spec.files)])
                | "CheckStreams" >> beam.Map(inputs.check_stream).with_exception_handling())
     n_corrupt = streams.bad | "NumCorruptFiles" >> beam.combiners.Count.Globally()
-    dead = [parsed.bad, streams.bad]
+    dead = [parsed[blocks.DEAD], streams.bad]
     if spec.item_table is not None:
         items = p | "ItemTable" >> readers.ReadItemAuthors(spec.item_table)
         impressions = impressions | "JoinAuthors" >> readers.JoinAuthors(items.good)
@@ -146,10 +89,12 @@ def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
      | "WriteErrors" >> beam.io.WriteToText(_join(out_dir, "errors", "errors"),
                                             file_name_suffix=".jsonl", num_shards=1))
     n_errors = errors | "NumDeadLetters" >> beam.combiners.Count.Globally()
-    n_valid = impressions | "NumValidRows" >> beam.combiners.Count.Globally()
+    n_valid = (impressions | "RowsPerBlock" >> beam.Map(blocks.rows)
+               | "NumValidRows" >> beam.CombineGlobally(sum))
 
     min_ms, max_ms = data.timestamp_range_ms()
-    cutoff = impressions | "EvalCutoff" >> stats.EvalCutoff(data.eval_fraction, max_ms - min_ms)
+    cutoff = (impressions | "RequestTimes" >> beam.FlatMap(blocks.request_times)
+              | "EvalCutoff" >> stats.EvalCutoff(data.eval_fraction, max_ms - min_ms))
     built = (impressions
              | "GroupByUser" >> beam.GroupByKey()
              | "BuildRecords" >> beam.ParDo(
@@ -160,9 +105,10 @@ def build(p: beam.Pipeline, spec: readers.SourceSpec, cfg: config_lib.Config,
                      records.TRAIN, records.EVAL, records.STATS, records.DUPLICATES))
     n_duplicates = built[records.DUPLICATES] | "NumDuplicates" >> beam.CombineGlobally(sum)
     gzip = data.compression == "gzip"
+    buckets = n_valid | "ShuffleBuckets" >> beam.Map(shuffle.shuffle_buckets)
     for split in (records.TRAIN, records.EVAL):
         (built[split]
-         | f"Shuffle{split.title()}" >> ShuffleRecords()
+         | f"Shuffle{split.title()}" >> shuffle.ShuffleRecords(buckets)
          | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
             _join(out_dir, split, "part"), file_name_suffix=".tfrecord.gz" if gzip
             else ".tfrecord", num_shards=data.num_shards,

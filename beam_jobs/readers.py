@@ -17,12 +17,13 @@ file is mapped by its own header, so files may order their columns differently.
                                               long_view, ... by task name (KUAIRAND_LABELS);
                                               author_id joined from kuairand_video_features
 
-Text files are read with Beam's ReadFromText and a bytes coder, so a line that is not UTF-8
-fails alone (as a dead letter) instead of failing the read.
+Text files are read as bytes (in batches of lines, `textfiles.ReadLineBatches`; item tables
+with Beam's ReadFromText and a bytes coder), so a line that is not UTF-8 fails alone (as a
+dead letter) instead of failing the read.
 
 Example:
     spec = resolve_source(cfg.data, "data/ml-100k/u.data")
-    rows = pipeline | ReadRawRows(spec)          # (source file, raw line bytes)
+    batches = pipeline | ReadRawRows(spec)       # lists of (source file, raw line bytes)
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from apache_beam.coders import BytesCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs import inputs
+from beam_jobs import blocks, inputs, textfiles
 from beam_jobs.validate import (AUTHOR, ITEM, FieldMap, RowError, RowFormat, decode_row,
                                 parse_id)
 from pipeline.config import ConfigError, DataConfig
@@ -246,7 +247,8 @@ def _read_text(pattern: str, skip_header_lines: int):
 
 
 class ReadRawRows(beam.PTransform):
-    """SourceSpec -> PCollection of (source file, payload): line bytes, or a Parquet dict."""
+    """SourceSpec -> PCollection of batches (lists) of (source file, payload): line bytes,
+    or a Parquet dict; at most blocks.BATCH_ROWS per batch."""
 
     def __init__(self, spec: SourceSpec):
         super().__init__()
@@ -256,9 +258,11 @@ class ReadRawRows(beam.PTransform):
         if self.spec.row_format.kind == "record":
             return (pbegin
                     | "Pattern" >> beam.Create([self.spec.input_glob])
-                    | "ReadParquet" >> beam.io.ReadAllFromParquet(with_filename=True))
-        return pbegin | "ReadText" >> _read_text(self.spec.input_glob,
-                                                  self.spec.skip_header_lines)
+                    | "ReadParquet" >> beam.io.ReadAllFromParquet(with_filename=True)
+                    | "Batch" >> beam.BatchElements(min_batch_size=blocks.BATCH_ROWS,
+                                                    max_batch_size=blocks.BATCH_ROWS))
+        return pbegin | "ReadText" >> textfiles.ReadLineBatches(
+            self.spec.input_glob, self.spec.skip_header_lines, blocks.BATCH_ROWS)
 
 
 class ItemAuthorParser:
@@ -293,21 +297,29 @@ class ReadItemAuthors(beam.PTransform):
             ItemAuthorParser(self.table)).with_exception_handling()
 
 
+def _by_item(block):
+    """An impression block -> (item_id, (user_id, block of the rows of that item)) per item."""
+    user, data = block
+    events = blocks.events_of(data)
+    for item, rows in blocks.to_blocks(events[:, ITEM], events):
+        yield item, (user, rows)
+
+
 def _attach_author(joined):
-    """(item, {impressions, authors}) -> impressions with the item's author (min if several)."""
+    """(item, {impressions, authors}) -> blocks with the item's author (min if several)."""
     item, groups = joined
     authors = list(groups["authors"])
     if not authors:
         Metrics.counter("stca.preprocess", "items_without_author").inc()
     author = min(authors) if authors else 0
-    for user, value in groups["impressions"]:
-        value = list(value)
-        value[AUTHOR] = author
-        yield user, tuple(value)
+    for user, data in groups["impressions"]:
+        events = blocks.events_of(data).copy()
+        events[:, AUTHOR] = author
+        yield user, events.tobytes()
 
 
 class JoinAuthors(beam.PTransform):
-    """Impressions + (item_id, author_id) pairs -> impressions with author_id filled in.
+    """Impression blocks + (item_id, author_id) pairs -> blocks with author_id filled in.
 
     A CoGroupByKey on item_id, not a side input: the item table of KuaiRand-27K (millions of
     videos) would not fit in every worker's memory as a side-input dict, while the shuffle
@@ -320,7 +332,7 @@ class JoinAuthors(beam.PTransform):
         self.item_authors = item_authors
 
     def expand(self, impressions):
-        by_item = impressions | "KeyByItem" >> beam.Map(lambda kv: (kv[1][ITEM], kv))
+        by_item = impressions | "KeyByItem" >> beam.FlatMap(_by_item)
         return ({"impressions": by_item, "authors": self.item_authors}
                 | "JoinOnItem" >> beam.CoGroupByKey()
                 | "AttachAuthor" >> beam.FlatMap(_attach_author))

@@ -1,13 +1,22 @@
-"""Requests -> serialized tf.train.Examples (request-grouped or point-wise) and per-request stats.
+"""A user's requests -> serialized tf.train.Examples (request-grouped or point-wise) and
+per-request stats.
 
 The request layout (Request Level Batching) writes a request's history once with its m
 targets; the point-wise layout writes one record per impression with the history copied
-(m = 1), only as the baseline for measuring what RLB saves. Both go through
-`pipeline.features.encode_request`, the one writer of the record schema.
+(m = 1), only as the baseline for measuring what RLB saves.
+
+The bytes are those of `pipeline.features.encode_request` for the same request (the
+reference writer of the record schema; tests/test_records.py checks the equality), built
+per user instead of per request: a varint encodes one value on its own, so each of the
+user's event columns is encoded once (`pipeline.example_writer.Varints`) and a request's
+history, a contiguous run of events (beam_jobs.history), is a byte slice of it. Encoding
+per request would cost a numpy call per column per request, and each history event would
+be encoded once per later request, up to max_history times.
 
 Example:
-    for data in encode_records(user_id, request, ["click", "like"], "request"):
-        ...  # bytes of one tf.train.Example
+    for r, data in user_records(user_id, history.index_requests(events, 100), ["click"],
+                                "request"):
+        ...  # r: the request's index; data: bytes of one tf.train.Example
 """
 from __future__ import annotations
 
@@ -17,54 +26,58 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from beam_jobs import history
+from beam_jobs import blocks, history
+from beam_jobs.validate import ACTION, AUTHOR, ITEM, TS
 from pipeline import features
+from pipeline.example_writer import Varints, example, varint
 
 TRAIN, EVAL, STATS, DUPLICATES = "train", "eval", "stats", "duplicates"
+_HISTORY_COLUMNS = (("hist_item_id", ITEM), ("hist_author_id", AUTHOR),
+                    ("hist_action", ACTION), ("hist_ts", TS))
+_TARGET_COLUMNS = (("tgt_item_id", ITEM), ("tgt_author_id", AUTHOR))
 
 
-def encode_records(user_id: int, request: history.Request, tasks: Sequence[str],
-                   layout: str) -> Iterator[bytes]:
-    """Yields the serialized Example(s) of one request.
+def label_bits(actions: np.ndarray, n_tasks: int) -> np.ndarray:
+    """[n] action bitmasks -> [n, n_tasks] 0/1 labels (label i is bit i)."""
+    return (actions[:, None] >> np.arange(n_tasks)) & 1
+
+
+def user_records(user_id: int, index: history.UserRequests, tasks: Sequence[str],
+                 layout: str) -> Iterator[tuple[int, bytes]]:
+    """Yields (request index, serialized Example) for every record of one user's requests.
 
     Args:
       user_id: int64 user ID.
-      request: a `history.Request`.
+      index: the user's requests (`history.index_requests`).
       tasks: label names; label i is bit i of the target's action.
       layout: "request" (one record, m targets) or "pointwise" (one record per target).
     """
-    hist = dict(hist_item_id=request.hist_item_id.tolist(),
-                hist_author_id=request.hist_author_id.tolist(),
-                hist_action=request.hist_action.tolist(),
-                hist_ts=request.hist_ts.tolist())
-    items = request.tgt_item_id.tolist()
-    authors = request.tgt_author_id.tolist()
-    labels = {t: ((request.tgt_action >> i) & 1).tolist() for i, t in enumerate(tasks)}
-    if layout == "request":
-        yield features.encode_request(
-            request_id=request.request_id, user_id=user_id, request_ts=request.request_ts,
-            tgt_item_id=items, tgt_author_id=authors, labels=labels, **hist)
-        return
-    for j in range(len(items)):
-        yield features.encode_request(
-            request_id=request.request_id, user_id=user_id, request_ts=request.request_ts,
-            tgt_item_id=items[j:j + 1], tgt_author_id=authors[j:j + 1],
-            labels={t: v[j:j + 1] for t, v in labels.items()}, **hist)
-
-
-def request_stats(split: str, request: history.Request, n_tasks: int,
-                  records: int) -> tuple:
-    """(split, targets, history length, positives per task, records) for the stats combiner."""
-    positives = tuple(int(((request.tgt_action >> i) & 1).sum()) for i in range(n_tasks))
-    return split, len(request.tgt_item_id), len(request.hist_item_id), positives, records
+    hist = [(name, Varints(index.history[:, column])) for name, column in _HISTORY_COLUMNS]
+    labels = label_bits(index.targets[:, ACTION], len(tasks))
+    tgt = [(name, Varints(index.targets[:, column])) for name, column in _TARGET_COLUMNS]
+    tgt += [(features.label_feature(t), Varints(labels[:, i])) for i, t in enumerate(tasks)]
+    request_ids, request_ts = Varints(index.request_id), Varints(index.request_ts)
+    user = ("user_id", varint(user_id))
+    for r, (h0, h1, t0, t1) in enumerate(zip(
+            index.hist_start.tolist(), (index.hist_start + index.hist_len).tolist(),
+            index.target_start.tolist(), index.target_end.tolist())):
+        shared = [user, ("request_id", request_ids.span(r, r + 1)),
+                  ("request_ts", request_ts.span(r, r + 1))]
+        shared += [(name, values.span(h0, h1)) for name, values in hist]
+        if layout == "request":
+            yield r, example(shared + [(name, values.span(t0, t1)) for name, values in tgt])
+            continue
+        for j in range(t0, t1):
+            yield r, example(shared + [(name, values.span(j, j + 1)) for name, values in tgt])
 
 
 class BuildUserRecords(beam.DoFn):
-    """(user_id, impressions) -> tagged outputs: train / eval records, per-request stats and
-    the number of the user's duplicate impressions (DUPLICATES, only when > 0).
+    """(user_id, impression blocks) -> tagged outputs: train / eval records, per-request
+    stats and the number of the user's duplicate impressions (DUPLICATES, only when > 0).
 
     Requests with request_ts >= the eval cutoff (a side input, Unix ms) go to eval.
-    Records are yielded lazily, one request at a time (see beam_jobs.history).
+    Stats are one tuple per request: (split, targets, history length, positives per task,
+    records), for stats.StatsFn.
     Duplicates are impressions equal in every field (request, ts, item, author, labels; the
     user is the key): a logged row written twice. They are always counted and, with
     `drop_duplicates`, kept once.
@@ -82,21 +95,25 @@ class BuildUserRecords(beam.DoFn):
         self.duplicates = Metrics.counter("stca.preprocess", "duplicate_rows")
 
     def process(self, element, eval_cutoff_ms: int):
-        user_id, impressions = element
-        events = np.array([(v[0], v[1], v[2], v[3], v[4]) for v in impressions], dtype=np.int64)
+        user_id, user_blocks = element
+        events = blocks.concat(user_blocks)
         unique = np.unique(events, axis=0)
         if len(unique) < len(events):
             self.duplicates.inc(len(events) - len(unique))
             yield beam.pvalue.TaggedOutput(DUPLICATES, len(events) - len(unique))
             if self.drop_duplicates:
                 events = unique
-        for request in history.user_requests(events, self.max_history, self.positive_only):
-            split = EVAL if request.request_ts >= eval_cutoff_ms else TRAIN
-            written = 0
-            for data in encode_records(user_id, request, self.tasks, self.layout):
-                written += 1
-                yield beam.pvalue.TaggedOutput(split, data)
-            self.requests.inc()
-            self.records.inc(written)
-            yield beam.pvalue.TaggedOutput(
-                STATS, request_stats(split, request, len(self.tasks), written))
+        index = history.index_requests(events, self.max_history, self.positive_only)
+        splits = [EVAL if ts >= eval_cutoff_ms else TRAIN for ts in index.request_ts.tolist()]
+        for r, data in user_records(user_id, index, self.tasks, self.layout):
+            yield beam.pvalue.TaggedOutput(splits[r], data)
+        targets = (index.target_end - index.target_start).tolist()
+        positives = np.add.reduceat(label_bits(index.targets[:, ACTION], len(self.tasks)),
+                                    index.target_start, axis=0).tolist()
+        per_request = targets if self.layout == "pointwise" else [1] * len(targets)
+        for split, n_targets, hist_len, pos, records in zip(
+                splits, targets, index.hist_len.tolist(), positives, per_request):
+            yield beam.pvalue.TaggedOutput(STATS, (split, n_targets, hist_len, tuple(pos),
+                                                   records))
+        self.requests.inc(len(splits))
+        self.records.inc(sum(per_request))

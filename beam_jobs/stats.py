@@ -11,7 +11,7 @@ tied with the k-th; every eval request is later than every train request. Unlike
 `ApproximateQuantiles` this is exact integer arithmetic that does not depend on bundle order,
 so reruns are byte-identical, and its memory is bounded (one histogram per pass).
 
-Stats. `StatsFn` combines one tuple per request (records.request_stats) into requests,
+Stats. `StatsFn` combines one tuple per request (records.BuildUserRecords) into requests,
 targets and records per split, label rates per task and exact history-length percentiles
 (from a histogram of lengths, at most max_history + 1 entries).
 

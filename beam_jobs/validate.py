@@ -1,11 +1,12 @@
 """Row -> impression, or a dead letter with the reason.
 
-Every raw row (a line of CSV / JSON lines, or a Parquet record) goes through `RowParser`,
-which either returns one impression keyed by user or raises `RowError`. The Beam job runs
-it under `with_exception_handling()`, so one malformed row becomes a dead letter
-(`dead_letter_json`) and never stops good rows.
+`RowParser` holds the rules: every raw row (a line of CSV / JSON lines, or a Parquet record)
+either gives one impression keyed by user or raises `RowError`. The Beam job applies them a
+batch of rows at a time (beam_jobs/blocks.py, same results row by row); a row that raises
+becomes a dead letter (`dead_letter`, `dead_letter_json`), as under Beam's
+`with_exception_handling()`, and never stops good rows.
 
-An impression is a plain tuple (plain tuples are the cheapest elements to shuffle):
+An impression:
 
     (user_id, (request_id, ts_ms, item_id, author_id, action))
 
@@ -23,6 +24,7 @@ import csv
 import datetime
 import json
 import math
+import traceback
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -142,8 +144,7 @@ def decode_row(payload: Any, fmt: RowFormat, source: str = "") -> dict:
     return dict(zip(columns, values))
 
 
-def _required(row: dict, column: str, role: str) -> Any:
-    value = row.get(column)
+def _required(value: Any, column: str, role: str) -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RowError("missing_field", f"required field {role} (column {column!r}) "
                                         "is missing or empty")
@@ -232,29 +233,56 @@ class RowParser:
 
     Raises:
       RowError for every malformed row (the reason names the column and the problem).
+
+    The per-field methods (raw value -> int, or RowError) are the rules of each field; the
+    batch parser (beam_jobs.blocks) applies the same methods to the values of a column.
     """
 
     def __init__(self, fmt: RowFormat, fields: FieldMap):
         self.fmt = fmt
         self.fields = fields
 
+    def user_id(self, value: Any) -> int:
+        column = self.fields.user_id
+        return parse_id(_required(value, column, "user_id"), column)
+
+    def timestamp(self, value: Any) -> int:
+        f = self.fields
+        return timestamp_ms(_required(value, f.timestamp, "timestamp"), f.timestamp,
+                            f.timestamp_unit, f.min_ts_ms, f.max_ts_ms)
+
+    def item_id(self, value: Any) -> int:
+        column = self.fields.item_id
+        return parse_id(_required(value, column, "item_id"), column)
+
+    def author_id(self, value: Any) -> int:
+        """The optional author: 0 when the column is not configured, absent or empty."""
+        column = self.fields.author_id
+        return parse_id(value, column) if column and value not in (None, "") else 0
+
+    def label(self, bit: int, value: Any) -> int:
+        task, column = self.fields.labels[bit]
+        return _label(_required(value, column, f"label {task!r}"), column,
+                      self.fields.label_threshold)
+
+    def request_id(self, value: Any) -> int:
+        """The logged request ID (only when fields.request_id names a column)."""
+        column = self.fields.request_id
+        return parse_id(_required(value, column, "request_id"), column)
+
     def __call__(self, element: tuple[str, Any]) -> tuple[int, tuple]:
         source, payload = element
         row = decode_row(payload, self.fmt, source)
         f = self.fields
-        user = parse_id(_required(row, f.user_id, "user_id"), f.user_id)
-        ts = timestamp_ms(_required(row, f.timestamp, "timestamp"), f.timestamp,
-                          f.timestamp_unit, f.min_ts_ms, f.max_ts_ms)
-        item = parse_id(_required(row, f.item_id, "item_id"), f.item_id)
-        author = 0
-        if f.author_id and row.get(f.author_id) not in (None, ""):
-            author = parse_id(row[f.author_id], f.author_id)
+        user = self.user_id(row.get(f.user_id))
+        ts = self.timestamp(row.get(f.timestamp))
+        item = self.item_id(row.get(f.item_id))
+        author = self.author_id(row.get(f.author_id))
         action = 0
-        for bit, (task, column) in enumerate(f.labels):
-            label = _label(_required(row, column, f"label {task!r}"), column, f.label_threshold)
-            action |= label << bit
+        for bit, (_, column) in enumerate(f.labels):
+            action |= self.label(bit, row.get(column)) << bit
         if f.request_id:
-            request = parse_id(_required(row, f.request_id, "request_id"), f.request_id)
+            request = self.request_id(row.get(f.request_id))
         else:
             request = derived_request_id(user, ts, f.request_window_s)
         return user, (request, ts, item, author, action)
@@ -293,6 +321,13 @@ def dead_letter_json(failed: tuple, max_row_bytes: int = DEAD_LETTER_ROW_BYTES) 
     except UnicodeDecodeError:
         letter["row_base64"] = base64.b64encode(payload).decode("ascii")
     return json.dumps(letter, sort_keys=True)
+
+
+def dead_letter(element: tuple[str, Any], error: Exception) -> tuple:
+    """The dead letter Beam's `with_exception_handling` makes of `element` failing with
+    `error`: (element, (exception type, repr, traceback lines))."""
+    return element, (type(error), repr(error),
+                     traceback.format_exception(type(error), error, error.__traceback__))
 
 
 def reason_code(failed: tuple) -> str:

@@ -13,6 +13,11 @@ Prints a table and writes benchmarks/results/bench_preprocess.json.
 
     .venv/bin/python benchmarks/bench_preprocess.py --quick
     .venv/bin/python benchmarks/bench_preprocess.py            # ~1M events
+
+`--compare-to TREE` also runs the job of another source tree (e.g. the previous commit:
+`git archive HEAD | tar -x -C /tmp/base`) on the same logs, alternating with this tree's
+(base, this, base, this, ... `--repeats` times each, every run in its own process), and
+adds to the JSON each tree's seconds per run, the median events/s and the speedup.
 """
 from __future__ import annotations
 
@@ -24,26 +29,31 @@ import logging
 import os
 import platform
 import shutil
+import statistics
+import subprocess
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 import pipeline  # noqa: E402,F401  (environment for TensorFlow)
 from beam_jobs import preprocess  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline import synth  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS = os.path.join(REPO, "benchmarks", "results")
 EVENTS_MEDIAN, EVENTS_SIGMA = 2000, 0.5
 MEAN_EVENTS_PER_USER = 2266        # exp(sigma^2 / 2) * median, before clipping
 MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
+def _overrides(users: int, *overrides: str) -> list[str]:
+    return [f"synth.users={users}", f"synth.events_median={EVENTS_MEDIAN}",
+            f"synth.events_sigma={EVENTS_SIGMA}", "synth.files=4", *overrides]
+
+
 def _config(users: int, *overrides: str) -> config_lib.Config:
-    return config_lib.load_config(None, [
-        f"synth.users={users}", f"synth.events_median={EVENTS_MEDIAN}",
-        f"synth.events_sigma={EVENTS_SIGMA}", "synth.files=4", *overrides])
+    return config_lib.load_config(None, _overrides(users, *overrides))
 
 
 # Subsets for bytes per target: (users, events per user or 0 for the default distribution,
@@ -57,26 +67,100 @@ def _output_bytes(out_dir: str) -> int:
                for p in glob.glob(os.path.join(out_dir, split, "*.tfrecord*")))
 
 
-def throughput(workdir: str, events: int, modes: list[str]) -> dict:
+# Runs preprocess.run of the source tree given as argv[1] (its own process, so it imports
+# that tree's code) and prints the stats as the last line of stdout.
+_RUN_TREE = """
+import json, logging, sys
+tree, overrides, input_glob, out, beam_args = json.loads(sys.argv[1])
+sys.path.insert(0, tree)
+import pipeline
+from beam_jobs import preprocess
+from pipeline import config as config_lib
+logging.getLogger().setLevel(logging.WARNING)
+stats = preprocess.run(config_lib.load_config(None, overrides), input_glob, out, beam_args)
+print(json.dumps(dict(stats, source=preprocess.__file__)))
+"""
+
+
+def _run_tree(tree: str, overrides: list[str], input_glob: str, out: str,
+              beam_args: list[str]) -> dict:
+    """preprocess.run of another source tree, in a subprocess; returns its stats."""
+    tree = os.path.abspath(tree)
+    proc = subprocess.run([sys.executable, "-c", _RUN_TREE, json.dumps(
+        [tree, overrides, input_glob, out, beam_args])], cwd=tree, capture_output=True,
+        text=True, env=dict(os.environ, PYTHONPATH=tree))
+    if proc.returncode:
+        raise RuntimeError(f"the job of {tree} failed:\n{proc.stderr[-3000:]}")
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not stats["source"].startswith(tree + os.sep):
+        raise RuntimeError(f"{tree}: the job imported {stats['source']}")
+    return stats
+
+
+def _mode_result(stats: dict, events: int, out: str) -> dict:
+    return {
+        "seconds": stats["seconds"],
+        "events_per_s": round(events / stats["seconds"]),
+        # The output is dominated by the histories: 4 int64 values per history event.
+        "history_values_per_s": round(4 * stats["history_length"]["mean"]
+                                      * stats["requests"] / stats["seconds"]),
+        "output_bytes": _output_bytes(out),
+        "history_mean": stats["history_length"]["mean"],
+        "history_p99": stats["history_length"]["p99"]}
+
+
+# Stats that two versions of the job must agree on for the same input.
+_SAME_STATS = ("requests", "targets", "records", "splits", "history_length", "label_rates",
+               "valid_rows", "dead_letters", "duplicate_rows", "eval_cutoff_ms")
+
+
+def _compare(base: str, overrides: list[str], input_glob: str, out: str, beam_args: list[str],
+             events: int, repeats: int) -> tuple[dict, dict]:
+    """Runs base and this tree alternately; (this tree's median run, the comparison)."""
+    runs: dict[str, list[dict]] = {"base": [], "this": []}
+    for _ in range(repeats):
+        for name, tree in (("base", base), ("this", REPO)):
+            stats = _run_tree(tree, overrides, input_glob, out, beam_args)
+            runs[name].append(dict(stats, output_bytes=_output_bytes(out)))
+            shutil.rmtree(out, ignore_errors=True)
+    seconds = {name: [r["seconds"] for r in rs] for name, rs in runs.items()}
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    this = min(runs["this"], key=lambda r: abs(r["seconds"] - median["this"]))
+    return this, {
+        "base_seconds": seconds["base"], "seconds": seconds["this"],
+        "base_events_per_s": round(events / median["base"]),
+        "events_per_s": round(events / median["this"]),
+        "speedup": round(median["base"] / median["this"], 2),
+        "same_stats": all(r[k] == runs["base"][0][k] for r in runs["base"] + runs["this"]
+                          for k in _SAME_STATS),
+        "base_output_bytes": runs["base"][0]["output_bytes"]}
+
+
+def throughput(workdir: str, events: int, modes: list[str], compare_to: str | None = None,
+               repeats: int = 1) -> dict:
     users = max(1, round(events / MEAN_EVENTS_PER_USER))
-    cfg = _config(users)
+    overrides = _overrides(users)
     raw = os.path.join(workdir, "raw")
-    made = synth.run(cfg, raw)
+    made = synth.run(config_lib.load_config(None, overrides), raw)
     result = {"events": made["events"], "users": users, "requests": made["requests"],
               "synth_seconds": made["seconds"], "modes": {}}
+    if compare_to:
+        result["comparison"] = {"base": os.path.abspath(compare_to), "repeats": repeats,
+                                "modes": {}}
     for mode in modes:
-        out = os.path.join(workdir, f"out_{mode}")
+        out = os.path.abspath(os.path.join(workdir, f"out_{mode}"))
         args = MULTI_PROCESS if mode == "multi_processing" else []
-        stats = preprocess.run(cfg, os.path.join(raw, "*.csv"), out, beam_args=args)
-        result["modes"][mode] = {
-            "seconds": stats["seconds"],
-            "events_per_s": round(made["events"] / stats["seconds"]),
-            # The output is dominated by the histories: 4 int64 values per history event.
-            "history_values_per_s": round(4 * stats["history_length"]["mean"]
-                                          * stats["requests"] / stats["seconds"]),
-            "output_bytes": _output_bytes(out),
-            "history_mean": stats["history_length"]["mean"],
-            "history_p99": stats["history_length"]["p99"]}
+        input_glob = os.path.abspath(os.path.join(raw, "*.csv"))
+        if compare_to:
+            stats, compared = _compare(compare_to, overrides, input_glob, out, args,
+                                       made["events"], repeats)
+            result["comparison"]["modes"][mode] = compared
+            result["modes"][mode] = dict(_mode_result(stats, made["events"], out),
+                                         output_bytes=stats["output_bytes"])
+            continue
+        stats = preprocess.run(config_lib.load_config(None, overrides), input_glob, out,
+                               beam_args=args)
+        result["modes"][mode] = _mode_result(stats, made["events"], out)
         shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -116,7 +200,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--workdir", default="runs/bench_preprocess")
     parser.add_argument("--out", default=os.path.join(RESULTS, "bench_preprocess.json"))
     parser.add_argument("--bytes-cases", default=",".join(map(str, range(len(BYTES_CASES)))),
-                        help="comma-separated indices into BYTES_CASES (default: all)")
+                        help="comma-separated indices into BYTES_CASES (default: all; "
+                             "empty: none)")
+    parser.add_argument("--compare-to", metavar="TREE",
+                        help="source tree of another version of the job to compare with")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of each tree per mode with --compare-to (default 2)")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     events = args.events or (200_000 if args.quick else 1_000_000)
@@ -131,9 +220,9 @@ def main(argv=None) -> dict:
                     "cpu_count": os.cpu_count(), "processor": platform.processor()},
         "data": {"max_history": config_lib.DataConfig().max_history,
                  "events_median": EVENTS_MEDIAN, "events_sigma": EVENTS_SIGMA},
-        "throughput": throughput(args.workdir, events, modes),
+        "throughput": throughput(args.workdir, events, modes, args.compare_to, args.repeats),
         "bytes_per_target": [bytes_per_target(args.workdir, *BYTES_CASES[int(i)])
-                             for i in args.bytes_cases.split(",")],
+                             for i in args.bytes_cases.split(",") if i],
     }
     t = report["throughput"]
     print(f"\nDirectRunner throughput on {t['events']:,} events, {t['requests']:,} requests")
@@ -143,6 +232,10 @@ def main(argv=None) -> dict:
         print(f"{mode:<18}{m['seconds']:>10.1f}{m['events_per_s']:>12,}"
               f"{m['history_mean']:>12.0f}{m['output_bytes'] / 1e6:>10.1f}"
               f"{m['history_values_per_s']:>16,}")
+    for mode, c in t.get("comparison", {}).get("modes", {}).items():
+        print(f"{mode}: {c['base_events_per_s']:,} events/s ({t['comparison']['base']}) -> "
+              f"{c['events_per_s']:,} events/s (this tree), {c['speedup']}x; median of "
+              f"{t['comparison']['repeats']} runs each; same stats: {c['same_stats']}")
     print("\nTFRecord bytes per target (request-grouped vs point-wise)")
     print(f"{'targets/request':<20}{'hist mean':>10}  {'compression':<13}{'request':>10}"
           f"{'pointwise':>12}{'ratio':>8}")

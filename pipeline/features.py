@@ -10,7 +10,8 @@ One tf.train.Example per request (Request Level Batching): the history once, m t
 
 The point-wise baseline layout uses the same features with m = 1.
 
-Writers (the Beam job, the serving client) call `encode_request`; readers (training,
+Writers call `encode_request` (the serving client, tests) or, in the Beam job, write the
+same bytes per user from its encoded events (`beam_jobs/records.py`); readers (training,
 evaluation, export checks, the serving client) call `parse_examples` / `parse_example` and
 then `model_inputs`, which is the only place dense model inputs are built:
 
@@ -31,6 +32,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import tensorflow as tf
+
+from pipeline import example_writer
 
 SCALAR_FEATURES = ("request_id", "user_id", "request_ts")
 HISTORY_FEATURES = ("hist_item_id", "hist_author_id", "hist_action", "hist_ts")
@@ -71,10 +74,6 @@ def feature_spec(tasks: Sequence[str]) -> dict:
     return spec
 
 
-def _int64_list(values) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
 def encode_request(*, request_id: int, user_id: int, request_ts: int,
                    hist_item_id: Sequence[int], hist_author_id: Sequence[int],
                    hist_action: Sequence[int], hist_ts: Sequence[int],
@@ -89,23 +88,20 @@ def encode_request(*, request_id: int, user_id: int, request_ts: int,
     if len(tgt_author_id) != n_tgt:
         raise ValueError(f"tgt_author_id has {len(tgt_author_id)} values, "
                          f"tgt_item_id has {n_tgt}")
-    feats = {
-        "request_id": _int64_list([int(request_id)]),
-        "user_id": _int64_list([int(user_id)]),
-        "request_ts": _int64_list([int(request_ts)]),
-        "hist_item_id": _int64_list(hist_item_id),
-        "hist_author_id": _int64_list(hist_author_id),
-        "hist_action": _int64_list(hist_action),
-        "hist_ts": _int64_list(hist_ts),
-        "tgt_item_id": _int64_list(tgt_item_id),
-        "tgt_author_id": _int64_list(tgt_author_id),
-    }
+    # Written in the wire format (pipeline/example_writer.py): the bytes of the
+    # tf.train.Example of these features, serialized deterministically.
+    feats = [("request_id", example_writer.varint(int(request_id))),
+             ("user_id", example_writer.varint(int(user_id))),
+             ("request_ts", example_writer.varint(int(request_ts)))]
+    for name, values in (("hist_item_id", hist_item_id), ("hist_author_id", hist_author_id),
+                         ("hist_action", hist_action), ("hist_ts", hist_ts),
+                         ("tgt_item_id", tgt_item_id), ("tgt_author_id", tgt_author_id)):
+        feats.append((name, example_writer.Varints(values).data))
     for task, values in labels.items():
         if len(values) != n_tgt:
             raise ValueError(f"labels[{task!r}] has {len(values)} values, expected {n_tgt}")
-        feats[label_feature(task)] = _int64_list(values)
-    example = tf.train.Example(features=tf.train.Features(feature=feats))
-    return example.SerializeToString()
+        feats.append((label_feature(task), example_writer.Varints(values).data))
+    return example_writer.example(feats)
 
 
 def _check_labels(parsed: dict, tasks: Sequence[str], lengths) -> dict:

@@ -26,7 +26,12 @@ _SCRIPT = os.path.join(os.path.dirname(sys.executable), "stca")
 STCA = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "pipeline.cli"]
 # TensorFlow's C++ runtime logs a few lines when it is imported ("... E external/...
 # Unable to register cuFFT factory"); they are not ours and say nothing about the input.
-TF_RUNTIME_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ")
+# TensorFlow's own C++ log lines: TF logging ("2026-12-02 10:00:00.123: I ...") and absl
+# logging, which the XLA compiler uses ("I0000 00:00:1796239935.017 ...", and absl's notice
+# "WARNING: All log messages before absl::InitializeLog() ...").
+TF_RUNTIME_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+                            r"|[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] "
+                            r"|WARNING: All log messages before absl::InitializeLog\(\))")
 FAST = ["train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=64",
         "train.bucket_boundaries=[64]", "train.token_budget=1024", "train.max_targets=8",
         "eval.history_ablation=false"]

@@ -13,10 +13,8 @@ table and writes JSON that docs/performance.md quotes.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,7 +23,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-import bench_train  # noqa: E402  (BEFORE_COMMIT, source_tree)
+import bench_train  # noqa: E402  (BEFORE_COMMIT, source_tree, write_result)
 
 
 def evaluate_once(tree: str, model_dir: str, data: str, lengths: str, max_requests: int,
@@ -93,17 +91,8 @@ def main(argv=None) -> dict:
                   ["python", "benchmarks/bench_eval.py"] + (argv or sys.argv[1:])),
               "before_commit": args.before_commit, "model_dir": os.path.relpath(model_dir, REPO),
               "data": os.path.relpath(data, REPO), "max_requests": args.max_requests,
-              "rounds": args.rounds,
-              "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                  timespec="seconds"),
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "load_average_start": [round(x, 2) for x in load_start],
-                          "load_average_end": [round(x, 2) for x in os.getloadavg()]},
-              "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+              "rounds": args.rounds, "rows": rows}
+    return bench_train.write_result(result, args.out, load_start)
 
 
 if __name__ == "__main__":

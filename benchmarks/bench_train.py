@@ -105,6 +105,20 @@ def train_once(data: str, model_dir: str, overrides: list[str], tree: str) -> di
     return row
 
 
+def write_result(result: dict, path: str, load_start=None) -> dict:
+    """Adds the time and machine (load averages at start and now) and writes the JSON."""
+    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+               "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+    if load_start is not None:
+        machine["load_average_start"] = [round(x, 2) for x in load_start]
+    result.update(timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), machine=machine)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
 def _median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
@@ -175,17 +189,8 @@ def main(argv=None) -> dict:
                   ["python", "benchmarks/bench_train.py"] + (argv or sys.argv[1:])),
               "before_commit": args.before_commit, "quick": args.quick, "steps": steps,
               "rounds": args.rounds, "data": os.path.relpath(data, REPO),
-              "base_overrides": base_overrides(steps),
-              "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                  timespec="seconds"),
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "load_average_start": [round(x, 2) for x in load_start],
-                          "load_average_end": [round(x, 2) for x in os.getloadavg()]},
-              "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+              "base_overrides": base_overrides(steps), "rows": rows}
+    return write_result(result, args.out, load_start)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import bench_train  # noqa: E402  (write_result)
 
 
 def _runs(root: str, encoder: str, seeds) -> list[dict]:
@@ -81,10 +84,7 @@ def main(argv=None) -> dict:
               f"{'' if r['within_spread'] else '  OUTSIDE the seed spread'}")
     t = result["train_seconds"]
     print(f"train seconds: before {t['before']['mean']:.0f}, after {t['after']['mean']:.0f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+    return bench_train.write_result(result, args.out)
 
 
 if __name__ == "__main__":

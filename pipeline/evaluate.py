@@ -3,8 +3,9 @@
 The same trained model scores the eval split at every length in `eval.lengths` (the most
 recent L events of each history), including lengths longer than any seen in training, to
 show the length-extrapolation curve. The split is read once, in token-budget batches for
-the longest length; each batch is cut to every shorter length and scored there too. Writes OUT/eval_report.{json,md} and
-OUT/auc_vs_length.png (OUT defaults to MODEL_DIR/eval).
+the longest length; each batch is cut to every shorter length and scored there too.
+Writes OUT/eval_report.{json,md} and OUT/auc_vs_length.png (OUT defaults to
+MODEL_DIR/eval).
 
 Example:
     stca evaluate --data runs/demo/data --model-dir runs/demo/model --lengths 256,1024,4096
@@ -61,20 +62,19 @@ def other_user_permutation(user_ids: np.ndarray) -> tuple[np.ndarray, int]:
     return best, best_same
 
 
-def _with_history(inputs, meta, mode: str):
-    """The batch with its history replaced as `mode` says; also the count of rows that
-    kept their own user's history (swapped mode)."""
+def _with_history(inputs, mode: str, perm: np.ndarray | None):
+    """The batch with its history replaced as `mode` says (`perm`: the batch's
+    `other_user_permutation`, used by the swapped mode)."""
     import tensorflow as tf
     if mode == "real":
-        return inputs, 0
+        return inputs
     inputs = dict(inputs)
     if mode == "empty":
         inputs["hist_len"] = tf.zeros_like(inputs["hist_len"])
-        return inputs, 0
-    perm, same = other_user_permutation(meta["user_id"].numpy())
+        return inputs
     for name in _SWAPPED_INPUTS:
         inputs[name] = tf.gather(inputs[name], perm)
-    return inputs, same
+    return inputs
 
 
 def _truncated(inputs, length: int | None):
@@ -127,9 +127,12 @@ def score_passes(model, dataset, tasks, passes):
         # A request with more than train.max_targets targets spans several rows.
         first_piece = meta["target_start"].numpy() == 0
         request_ids.update(meta["request_id"].numpy().tolist())
+        # One permutation per batch serves every length's swapped pass.
+        perm = (other_user_permutation(meta["user_id"].numpy())[0]
+                if any(mode == "swapped" for _, mode in passes) else None)
         for length, mode in passes:
             start = time.perf_counter()
-            batch, _ = _with_history(_truncated(inputs, length), meta, mode)
+            batch = _with_history(_truncated(inputs, length), mode, perm)
             probs = scores_of(batch).numpy()
             seconds[(length, mode)] += time.perf_counter() - start
             for i, t in enumerate(tasks):

@@ -97,7 +97,7 @@ class RankingModel(tfrs.Model):
         return self._logits(z, user_tokens, targets, training)
 
     def _id_match(self, history_ids, inputs):
-        """[B, M, F, L] bool matches of raw IDs (history from inputs or a cache), or None."""
+        """[B, F, M, L] bool matches of raw IDs (history from inputs or a cache), or None."""
         if not self.match_fields:
             return None
         return id_match([history_ids[h] for h, _ in self.match_fields],

@@ -202,6 +202,7 @@ class SynthConfig:
 ENCODERS = ("stca", "longer", "target_attention", "din", "transformer", "mean")
 HEADS = ("rankmixer", "dcn", "mlp")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+ATTENTION_FORMS = ("auto", "reordered", "projected")  # STCA; model/flops.py has the costs
 RECOMPUTE_ENCODERS = ("stca", "longer", "transformer")  # encoders with per-layer history blocks
 ID_MATCH_FIELDS = ("item", "author")
 OPTIMIZERS = ("lazy_adam", "adam", "adamw", "adagrad")
@@ -269,12 +270,16 @@ class ModelConfig:
     id_match: list[str] = field(default_factory=lambda: ["item", "author"])
     id_match_init: float = 8.0        # initial logit bonus of a match
     attention_sink: bool = False
+    # STCA's attention form: auto picks the cheaper by the FLOP model (model/flops.py):
+    # the paper's reordered form for few targets per request, projected K / V for many.
+    attention_form: str = "auto"      # auto | reordered | projected
     longer: LongerConfig = field(default_factory=LongerConfig)
 
     def validate(self, p: str = "model") -> None:
         _choice(f"{p}.encoder", self.encoder, ENCODERS)
         _choice(f"{p}.head", self.head, HEADS)
         _choice(f"{p}.precision", self.precision, PRECISIONS)
+        _choice(f"{p}.attention_form", self.attention_form, ATTENTION_FORMS)
         for name in ("d_model", "num_heads", "num_layers", "ffn_mult", "item_buckets",
                      "author_buckets", "user_buckets", "action_buckets", "time_buckets",
                      "head_layers", "head_width"):

@@ -6,7 +6,7 @@ without re-encoding a 10k-event history.
 
 Example:
     cache = LRUCache(capacity_bytes=256 << 20, ttl_s=300)
-    cache.put("u1:...", {"cache_history_views": views, ...})
+    cache.put("u1:...", {"cache_history_keys": keys, ...})
     hit = cache.get("u1:...")            # None when absent or expired
     cache.stats()["bytes"]
 """

@@ -7,8 +7,9 @@ One SavedModel, three signatures, dense padded inputs named as `pipeline.feature
     encode_user        USER_INPUTS                         -> cache_<key>  (user_cache)
     score_candidates   cache_<key> + CANDIDATE_INPUTS      -> score_<task> [B, M] float32
 
-`cache_<key>` are the model's `user_cache_spec()` entries (STCA: cache_history_views
-[B, N, L, d], cache_user_tokens [B, U, d], cache_hist_len [B] int32), so any encoder,
+`cache_<key>` are the model's `user_cache_spec()` entries (STCA: cache_history_keys and
+cache_history_values [B, N, h, L, d/h], cache_user_tokens [B, U, d], cache_hist_len [B]
+int32, the raw history IDs of the ID-match prior), so any encoder,
 including LONGER with other keys, exports without code changes. Float cache entries
 use `export.cache_dtype` (float32, or bfloat16 to halve the cache). Scores are sigmoid
 probabilities; padded candidates get finite scores that mean nothing.
@@ -39,7 +40,7 @@ CACHE_DTYPES = ("float32", "bfloat16")
 
 
 def cache_name(key: str) -> str:
-    """Signature name of a user_cache entry: 'history_views' -> 'cache_history_views'."""
+    """Signature name of a user_cache entry: 'history_keys' -> 'cache_history_keys'."""
     return CACHE_PREFIX + key
 
 

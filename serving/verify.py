@@ -12,9 +12,12 @@ the version dir, never inside what TF Serving loads):
    candidate counts): score_candidates(encode_user(x)) == serving_default(x) within 1e-5
    (float32 cache) or 2e-2 (bfloat16 cache); every warmup request runs.
 4. tf.saved_model.load in this process: the same parity, and equal to the loader's scores.
+   A second batch has enough candidates that serving_default runs STCA's projected
+   attention form (model/flops.py), so both forms are compared with the cached K / V.
 5. The in-memory model rebuilt from the checkpoint recorded in the metadata gives the
-   same scores as the export (1e-5 in float32) on that batch and, with --data, on up to
-   export.verify_requests held-out requests of DATA/eval, whose AUC is reported.
+   same scores as the export (1e-5 in float32) on both batches and, with --data, on up to
+   export.verify_requests held-out requests of DATA/eval, whose AUC is reported for
+   serving_default and for the cached path (the cache dtype's effect on quality).
 
 Only valid candidates (j < tgt_len) are compared: padded slots carry no meaning.
 
@@ -147,7 +150,8 @@ def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Chec
     eval_cfg.eval.max_requests = cfg.export.verify_requests
     length = max(cfg.eval.lengths)
     fns = loaded.signatures
-    users, labels, scores = [], {t: [] for t in cfg.tasks}, {t: [] for t in cfg.tasks}
+    users, labels = [], {t: [] for t in cfg.tasks}
+    scores, cached_scores = {t: [] for t in cfg.tasks}, {t: [] for t in cfg.tasks}
     worst, worst_cached, t0 = 0.0, 0.0, time.time()
     for inputs, batch_labels, meta in input_lib.eval_dataset(data_dir, eval_cfg, length):
         exported = {k: v.numpy() for k, v in fns[sigs.SERVING_DEFAULT](**inputs).items()}
@@ -164,12 +168,16 @@ def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Chec
         for t in cfg.tasks:
             labels[t].append(batch_labels[t].numpy()[mask])
             scores[t].append(exported[sigs.score_name(t)][mask])
+            cached_scores[t].append(cached[sigs.score_name(t)][mask])
     if not users:
         raise VerificationError(f"no held-out requests found in {data_dir}/eval")
     cat = np.concatenate
-    report = metrics_lib.ranking_report(cfg.tasks, cat(users),
-                                        {t: cat(v) for t, v in labels.items()},
+    labels = {t: cat(v) for t, v in labels.items()}
+    report = metrics_lib.ranking_report(cfg.tasks, cat(users), labels,
                                         {t: cat(v) for t, v in scores.items()})
+    # The cache's own effect on quality (e.g. a bfloat16 cache): AUC of the cached path.
+    report_cached = metrics_lib.ranking_report(cfg.tasks, cat(users), labels,
+                                               {t: cat(v) for t, v in cached_scores.items()})
     tol = FLOAT32_TOL if _float32_compute(cfg) else BF16_TOL
     cache_tol = tol if cfg.export.cache_dtype == "float32" else BF16_TOL
     where = f"over {int(cat(users).size)} held-out targets at history length {length}"
@@ -183,7 +191,32 @@ def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Chec
             "seconds": round(time.time() - t0, 1), "max_abs_diff": worst,
             "cache_parity_max_abs_diff": worst_cached,
             "auc": {t: report[t]["auc"] for t in cfg.tasks},
-            "gauc": {t: report[t]["gauc"] for t in cfg.tasks}}
+            "gauc": {t: report[t]["gauc"] for t in cfg.tasks},
+            "cache_dtype": cfg.export.cache_dtype,
+            "auc_cached": {t: report_cached[t]["auc"] for t in cfg.tasks},
+            "auc_cached_minus_serving_default": {
+                t: report_cached[t]["auc"] - report[t]["auc"] for t in cfg.tasks}}
+
+
+def _projected_candidates(cfg: config_lib.Config) -> int:
+    """Candidates per request from which serving_default runs STCA's projected attention
+    form (model/flops.py), so the parity checks cover both forms; 64 when no count does."""
+    from model.flops import stca_attention_form
+    if cfg.model.encoder == "stca":
+        for m in range(1, 4097):
+            if stca_attention_form(cfg.model, m) == "projected":
+                return max(m, 2)
+    return 64
+
+
+def _forms_label(cfg: config_lib.Config, candidates: int) -> str:
+    """Which STCA attention forms a parity check compares (empty for other encoders)."""
+    if cfg.model.encoder != "stca":
+        return ""
+    from model.flops import stca_attention_form
+    form = stca_attention_form(cfg.model, candidates)
+    return (f" [M={candidates}: serving_default {form} attention, score_candidates cached "
+            "projected K/V]")
 
 
 def _float32_compute(cfg: config_lib.Config) -> bool:
@@ -248,23 +281,33 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
 
         loaded = tf.saved_model.load(version_dir)
         fns = loaded.signatures
-        direct = {k: v.numpy() for k, v in fns[sigs.SERVING_DEFAULT](**batch).items()}
-        cache = fns[sigs.ENCODE_USER](**{n: batch[n] for n in features.USER_INPUTS})
-        cached = {k: v.numpy() for k, v in fns[sigs.SCORE_CANDIDATES](
-            **cache, **{n: batch[n] for n in features.CANDIDATE_INPUTS}).items()}
-        diff = _valid_max_diff(cached, direct, tasks, tgt_len)
-        checks.add("tf.saved_model.load: score_candidates(encode_user(x)) == serving_default(x)",
-                   diff <= tol, f"max |diff| {diff:.2e} (tolerance {tol:g})", max_abs_diff=diff)
-        diff = _valid_max_diff(direct, served[sigs.SERVING_DEFAULT], tasks, tgt_len)
-        checks.add("tf.saved_model.load == TF1 loader", diff <= FLOAT32_TOL,
-                   f"max |diff| {diff:.2e}", max_abs_diff=diff)
+        many = _projected_candidates(cfg)
+        large = synthetic_inputs([ex.verify_history, min(ex.verify_history, 777)], [many, 5],
+                                 seed=2)
+        report["parity_batch_many_candidates"] = {
+            "history_lengths": large["hist_len"].tolist(), "candidates": [many, 5]}
+        for inputs in (batch, large):
+            label = _forms_label(cfg, inputs["tgt_item_id"].shape[1])
+            direct = {k: v.numpy() for k, v in fns[sigs.SERVING_DEFAULT](**inputs).items()}
+            cache = fns[sigs.ENCODE_USER](**{n: inputs[n] for n in features.USER_INPUTS})
+            cached = {k: v.numpy() for k, v in fns[sigs.SCORE_CANDIDATES](
+                **cache, **{n: inputs[n] for n in features.CANDIDATE_INPUTS}).items()}
+            diff = _valid_max_diff(cached, direct, tasks, inputs["tgt_len"])
+            checks.add("tf.saved_model.load: score_candidates(encode_user(x)) == "
+                       f"serving_default(x){label}", diff <= tol,
+                       f"max |diff| {diff:.2e} (tolerance {tol:g})", max_abs_diff=diff)
+            if inputs is batch:
+                diff = _valid_max_diff(direct, served[sigs.SERVING_DEFAULT], tasks, tgt_len)
+                checks.add("tf.saved_model.load == TF1 loader", diff <= FLOAT32_TOL,
+                           f"max |diff| {diff:.2e}", max_abs_diff=diff)
+            if restored:
+                logits = tf.sigmoid(model(inputs, training=False)).numpy()
+                in_memory = {sigs.score_name(t): logits[..., i] for i, t in enumerate(tasks)}
+                diff = _valid_max_diff(direct, in_memory, tasks, inputs["tgt_len"])
+                ftol = FLOAT32_TOL if _float32_compute(cfg) else BF16_TOL
+                checks.add(f"exported == in-memory model (checkpoint){label}", diff <= ftol,
+                           f"max |diff| {diff:.2e} (tolerance {ftol:g})", max_abs_diff=diff)
         if restored:
-            logits = tf.sigmoid(model(batch, training=False)).numpy()
-            in_memory = {sigs.score_name(t): logits[..., i] for i, t in enumerate(tasks)}
-            diff = _valid_max_diff(direct, in_memory, tasks, tgt_len)
-            ftol = FLOAT32_TOL if _float32_compute(cfg) else BF16_TOL
-            checks.add("exported == in-memory model (checkpoint)", diff <= ftol,
-                       f"max |diff| {diff:.2e} (tolerance {ftol:g})", max_abs_diff=diff)
             if data_dir:
                 report["held_out"] = _quality(model, loaded, cfg, data_dir, checks)
         elif data_dir:

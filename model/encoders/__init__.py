@@ -41,7 +41,8 @@ def build_encoder(model_cfg, dtype=None, num_user_tokens: int = 0) -> SequenceEn
                            recompute=model_cfg.recompute,
                            num_match_fields=len(model_cfg.id_match),
                            match_bias_init=model_cfg.id_match_init,
-                           attention_sink=model_cfg.attention_sink, **common)
+                           attention_sink=model_cfg.attention_sink,
+                           attention_form=model_cfg.attention_form, **common)
     if name == "longer":
         cfg = model_cfg.longer
         return LongerEncoder(d, model_cfg.num_heads, merge_k=cfg.merge_k,

@@ -19,7 +19,7 @@ defaults to `score(encode_user(...))` and encoders override it to order work for
 (e.g. STCA interleaves its per-layer view and attention so recomputation can drop each
 layer's activations).
 
-Encoders with `supports_id_match` also take `id_match` ([B, M, F, L] bool, which history
+Encoders with `supports_id_match` also take `id_match` ([B, F, M, L] bool, which history
 events share the target's item / author ID, `model.layers.id_match`) in call and score;
 the model builds it from raw IDs (kept in the cache for serving). The others ignore it.
 

@@ -192,7 +192,7 @@ class LongerEncoder(SequenceEncoder):
         return self._pad_groups(self.merge.group_mask(history_mask))
 
     def _match_bias(self, id_match):
-        """[B, M, F, L] bool -> [B, h, M, G'] float32: beta_f,h summed over the fields in
+        """[B, F, M, L] bool -> [B, h, M, G'] float32: beta_f,h summed over the fields in
         which any event of a merged token matches the candidate (0 without the prior)."""
         if self.match_bias is None:
             return None
@@ -207,7 +207,7 @@ class LongerEncoder(SequenceEncoder):
         match = tf.reduce_any(tf.reshape(match, [s[0], s[1], s[2], -1, k]), axis=-1)
         extra = tf.maximum(self.recent_k - tf.shape(match)[-1], 0)         # G' = max(G, k)
         match = tf.pad(match, [[0, 0], [0, 0], [0, 0], [0, extra]])
-        return tf.transpose(match_bias(match, self.match_bias), [0, 2, 1, 3])  # [B, h, M, G']
+        return match_bias(match, self.match_bias)                          # [B, h, M, G']
 
     # ------------------------------------------------------------ training: joint pass
     def call(self, events, history_mask, targets, user_tokens=None, training=None,

@@ -11,7 +11,14 @@ from model.layers.stca_attention import STCAAttention
 from model.layers.token_fusion import TokenFusion
 from model.recompute import recompute
 
-HISTORY_VIEWS = "history_views"
+# The serving cache: every layer's projected keys and values, [B, N, h, L, d_h] each.
+HISTORY_KEYS = "history_keys"
+HISTORY_VALUES = "history_values"
+
+
+def _as_float(id_match):
+    """Every layer reads the matches: cast them once ([B, F, M, L] bool -> float32)."""
+    return None if id_match is None else tf.cast(id_match, tf.float32)
 
 
 @keras.utils.register_keras_serializable(package="stca")
@@ -24,8 +31,12 @@ class STCAEncoder(SequenceEncoder):
         z = SwiGLU([o(1)..o(N); x_t] W_Z)
 
     History tokens are never updated by attention, so all X~(i) are computed once per
-    request ([B, N, L, d] cache) and the m targets of the request attend to them with
-    batched matmuls. Cost per request: N * 12 L d^2 (views) + m * N * 4 L d h (attention).
+    request and the m targets of the request attend to them with batched matmuls, in the
+    cheaper of the two attention forms (`STCAAttention`, `model.flops`): cost per request
+    N * 12 L d^2 (views) + m * N * 4 L d h (reordered, few targets) or
+    N * 16 L d^2 + m * N * 4 L d (projected K / V, many targets). `encode_user` caches the
+    projected K / V of every layer ([B, N, h, L, d_h] each), so a cached user costs
+    m * N * 4 L d in attention whatever m is.
 
     Args:
       d_model: width d. num_heads: attention heads. num_layers: N.
@@ -35,9 +46,11 @@ class STCAEncoder(SequenceEncoder):
       num_match_fields: F ID fields of the ID-match attention prior (0: off); see
         `STCAAttention`. match_bias_init: its initial logit bonus.
       attention_sink: a learned sink logit per head and layer (`STCAAttention`).
+      attention_form: "auto" (cheaper form for the call's number of targets),
+        "reordered" or "projected"; `score` always reads projected K / V.
 
     Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d], and
-    id_match [B, M, F, L] bool when num_match_fields > 0.
+    id_match [B, F, M, L] bool when num_match_fields > 0.
     Output: z [B, M, d].
 
     Example:
@@ -51,7 +64,8 @@ class STCAEncoder(SequenceEncoder):
 
     def __init__(self, d_model: int, num_heads: int = 4, num_layers: int = 3,
                  ffn_mult: int = 2, recompute: bool = False, num_match_fields: int = 0,
-                 match_bias_init: float = 8.0, attention_sink: bool = False, **kwargs):
+                 match_bias_init: float = 8.0, attention_sink: bool = False,
+                 attention_form: str = "auto", **kwargs):
         super().__init__(d_model, **kwargs)
         check_positive(num_heads=num_heads, num_layers=num_layers, ffn_mult=ffn_mult)
         check_heads_divide(d_model, num_heads)
@@ -64,6 +78,7 @@ class STCAEncoder(SequenceEncoder):
         self.num_match_fields = int(num_match_fields)
         self.match_bias_init = float(match_bias_init)
         self.attention_sink = bool(attention_sink)
+        self.attention_form = attention_form
 
     def build(self, input_shape=None):
         d, n, policy = self.d_model, self.num_layers, self.dtype_policy
@@ -74,7 +89,8 @@ class STCAEncoder(SequenceEncoder):
                                     name=f"query_{i}") for i in range(n)]
         self.attentions = [STCAAttention(d, self.num_heads, self.num_match_fields,
                                          self.match_bias_init, self.attention_sink,
-                                         dtype=policy, name=f"attention_{i}")
+                                         self.attention_form, dtype=policy,
+                                         name=f"attention_{i}")
                            for i in range(n)]
         self.output_token = TokenFusion(d, n + 1, self.ffn_mult, normalize=False,
                                         dtype=policy, name="output_token")
@@ -98,6 +114,7 @@ class STCAEncoder(SequenceEncoder):
         # View and attention are interleaved per layer so a layer's activations can be
         # dropped (recompute) before the next layer runs.
         events = tf.cast(events, self.compute_dtype)
+        id_match = _as_float(id_match)
         outputs = []
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
@@ -106,24 +123,30 @@ class STCAEncoder(SequenceEncoder):
 
     def encode_user(self, events, history_mask, user_tokens=None, training=None):
         events = tf.cast(events, self.compute_dtype)
-        return {HISTORY_VIEWS: tf.stack([view(events) for view in self.views], axis=1)}
+        keys, values = zip(*(attention.project_history(view(events))
+                             for view, attention in zip(self.views, self.attentions)))
+        return {HISTORY_KEYS: tf.stack(keys, axis=1), HISTORY_VALUES: tf.stack(values, axis=1)}
 
     def score(self, cache, targets, training=None, id_match=None):
-        views = self.cast_cache(cache[HISTORY_VIEWS])
-        history_mask = self.history_mask(cache, tf.shape(views)[2])
+        keys = self.cast_cache(cache[HISTORY_KEYS])
+        values = self.cast_cache(cache[HISTORY_VALUES])
+        history_mask = self.history_mask(cache, tf.shape(keys)[3])
+        id_match = _as_float(id_match)
         outputs = []
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
-            outputs.append(self.attentions[i](views[:, i], queries, history_mask,
-                                              id_match=id_match))
+            outputs.append(self.attentions[i].attend_projected(
+                keys[:, i], values[:, i], queries, history_mask, id_match=id_match))
         return self.output_token(outputs + [targets])
 
     def cache_spec(self):
-        return {HISTORY_VIEWS: tf.TensorSpec([None, self.num_layers, None, self.d_model],
-                                             self.compute_dtype, name=HISTORY_VIEWS)}
+        shape = [None, self.num_layers, self.num_heads, None, self.d_model // self.num_heads]
+        return {name: tf.TensorSpec(shape, self.compute_dtype, name=name)
+                for name in (HISTORY_KEYS, HISTORY_VALUES)}
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "num_layers": self.num_layers, "ffn_mult": self.ffn_mult,
                 "recompute": self.recompute, "num_match_fields": self.num_match_fields,
-                "match_bias_init": self.match_bias_init, "attention_sink": self.attention_sink}
+                "match_bias_init": self.match_bias_init, "attention_sink": self.attention_sink,
+                "attention_form": self.attention_form}

@@ -22,7 +22,7 @@ def length_mask(lengths: tf.Tensor, width) -> tf.Tensor:
 
 
 def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
-                   sink: tf.Tensor | None = None) -> tf.Tensor:
+                   sink: tf.Tensor | None = None, zero_empty_rows: bool = True) -> tf.Tensor:
     """Exact softmax over the valid positions of `axis`, always computed in float32.
 
     With `sink`, the normaliser also counts one extra position with that logit and a zero
@@ -36,13 +36,20 @@ def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
       axis: the axis normalized over (the last one when `sink` is given).
       sink: optional float logits broadcastable to `scores` without `axis`
         (e.g. one per head).
+      zero_empty_rows: False skips the last pass over the weights, which only matters for
+        rows without a valid position (they then hold uniform weights without a sink):
+        for callers that zero those rows' much smaller outputs themselves.
 
     Returns:
       float32 weights; rows without a valid position (empty histories) are all zeros.
     """
     scores = tf.cast(scores, tf.float32)
-    mask = tf.broadcast_to(tf.cast(mask, tf.bool), tf.shape(scores))
-    scores = tf.where(mask, scores, _MASKED_SCORE)
+    mask = tf.cast(mask, tf.bool)
+    # The penalty and the final zeroing broadcast the mask in its own (small) shape: no
+    # score-sized mask is built. s + (-1e30) rounds to -1e30 for any real score, so masked
+    # positions of a row with a valid position get exactly 0; rows without one are
+    # zeroed by the last step.
+    scores = scores + tf.where(mask, 0.0, _MASKED_SCORE)
     if sink is None:
         weights = tf.nn.softmax(scores, axis=axis)
     else:
@@ -50,7 +57,7 @@ def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
             raise ValueError("masked_softmax: a sink needs axis=-1")
         sink = tf.broadcast_to(tf.cast(sink, tf.float32)[..., None], tf.shape(scores[..., :1]))
         weights = tf.nn.softmax(tf.concat([sink, scores], axis=-1), axis=-1)[..., 1:]
-    return weights * tf.cast(mask, tf.float32)
+    return weights * tf.cast(mask, tf.float32) if zero_empty_rows else weights
 
 
 def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -1,4 +1,4 @@
-"""STCA's single-query multi-head cross attention with the reordering trick."""
+"""STCA's single-query multi-head cross attention in two equal forms, chosen by cost."""
 from __future__ import annotations
 
 import math
@@ -6,6 +6,7 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
+from model.flops import ATTENTION_FORMS, projected_attention_is_cheaper
 from model.layers.common import check_heads_divide, check_positive, clone_initializer
 from model.layers.id_match import match_bias
 from model.layers.masking import masked_softmax
@@ -16,17 +17,23 @@ class STCAAttention(keras.layers.Layer):
     """Each target's query attends over a shared, target-independent history view X~.
 
     The four kernels are [d, d] matrices; column block h of W_Q, W_K, W_V (row block h
-    of W_O) belongs to head h, with d_h = d / num_heads:
+    of W_O) belongs to head h, with d_h = d / num_heads. Two forms compute the same
+    attention softmax((q W_Q)(X~ W_K)^T / sqrt(d_h)) (X~ W_V) W_O:
 
-        u_h     = W_K,h (q W_Q,h) / sqrt(d_h)          [d]      (per target)
-        alpha_h = masked_softmax(X~ u_h)               [L]      (float32, exact)
-        o_h     = (alpha_h X~) W_V,h                   [d_h]
-        out     = [o_1; ...; o_h] W_O                  [d]
+      reordered (the paper's):  u_h = W_K,h (q W_Q,h) / sqrt(d_h)     [d]   per target
+                                alpha_h = masked_softmax(X~ u_h)      [L]
+                                o_h = (alpha_h X~) W_V,h              [d_h]
+        never builds the [L, d] keys / values: 4 L d h FLOPs per target.
+      projected (cached K / V): K = X~ W_K, V = X~ W_V                [h, L, d_h] per request
+                                alpha_h = masked_softmax(K_h q_h / sqrt(d_h))
+                                o_h = alpha_h V_h
+        4 L d^2 FLOPs once per request, then 4 L d per target.
 
-    This equals softmax((q W_Q)(X~ W_K)^T / sqrt(d_h)) (X~ W_V) but never builds the
-    [L, d] key / value projections: per target the cost is two [L, d] x [d, h] products,
-    and for the m targets of one request they are two batched matmuls against the one
-    shared X~ ([B, m*h, d] x [B, L, d]^T and [B, m*h, L] x [B, L, d]).
+    Then out = [o_1; ...; o_h] W_O. The projected form is cheaper once a request has
+    m > d / (h - 1) targets (`model.flops.projected_attention_is_cheaper`): 21 at d = 64,
+    h = 4. `attention_form="auto"` picks by that rule from M (in Python when M is static,
+    with tf.cond when it is not, e.g. a serving signature); serving caches K / V
+    (`project_history`) and scores with `attend_projected`.
 
     Two additions to the paper's attention, each off by default here and on in the
     model's default config (docs/model.md, "Deviations from the paper"):
@@ -44,32 +51,40 @@ class STCAAttention(keras.layers.Layer):
       num_match_fields: F, the ID fields of the `id_match` input (0: no ID-match prior).
       match_bias_init: initial beta_f,h (the prior's logit bonus for a match).
       attention_sink: add a learned sink logit per head (initialised to 0).
+      attention_form: "auto" (by cost), "reordered" or "projected".
       kernel_initializer: initializer of the four kernels.
 
     Inputs: history_view [B, L, d], queries [B, M, d], history_mask [B, L] bool, and
-    with num_match_fields > 0 id_match [B, M, F, L] bool (`model.layers.id_match`).
+    with num_match_fields > 0 id_match [B, F, M, L] bool or float32
+    (`model.layers.id_match`; an encoder with several layers casts it once).
     Output: [B, M, d]; a request without valid history gives the zero vector before W_O.
 
     Example:
         out = STCAAttention(64, 4)(view, queries, history_mask)   # [B, M, 64]
         att = STCAAttention(64, 4, num_match_fields=2, attention_sink=True)
-        out = att(view, queries, history_mask, id_match=match)    # match [B, M, 2, L]
+        out = att(view, queries, history_mask, id_match=match)    # match [B, 2, M, L]
+        keys, values = att.project_history(view)                  # [B, 4, L, 16] each
+        out = att.attend_projected(keys, values, queries, history_mask, id_match=match)
     """
 
     def __init__(self, d_model: int, num_heads: int, num_match_fields: int = 0,
                  match_bias_init: float = 8.0, attention_sink: bool = False,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 attention_form: str = "auto", kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         check_positive(d_model=d_model, num_heads=num_heads)
         check_heads_divide(d_model, num_heads)
         if num_match_fields < 0:
             raise ValueError(f"num_match_fields must be >= 0, got {num_match_fields}")
+        if attention_form not in ATTENTION_FORMS:
+            raise ValueError(f"attention_form must be one of {ATTENTION_FORMS}, "
+                             f"got {attention_form!r}")
         self.d_model = d_model
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.num_match_fields = int(num_match_fields)
         self.match_bias_init = float(match_bias_init)
         self.attention_sink = bool(attention_sink)
+        self.attention_form = attention_form
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape=None):
@@ -95,32 +110,96 @@ class STCAAttention(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, history_view, queries, history_mask, id_match=None):
+        if self.match_bias is not None and id_match is None:
+            raise ValueError(f"{self.name}: built with num_match_fields="
+                             f"{self.num_match_fields}, so id_match is required")
+        form = self.attention_form
+        if form == "auto":
+            targets = queries.shape[1]
+            if targets is None:  # decided per call, e.g. by a serving signature's M
+                return tf.cond(
+                    projected_attention_is_cheaper(self.d_model, self.num_heads,
+                                                   tf.shape(queries)[1]),
+                    lambda: self._projected(history_view, queries, history_mask, id_match),
+                    lambda: self._reordered(history_view, queries, history_mask, id_match))
+            cheaper = projected_attention_is_cheaper(self.d_model, self.num_heads, targets)
+            form = "projected" if cheaper else "reordered"
+        if form == "projected":
+            return self._projected(history_view, queries, history_mask, id_match)
+        return self._reordered(history_view, queries, history_mask, id_match)
+
+    def project_history(self, history_view):
+        """X~ [B, L, d] -> (keys, values), each [B, h, L, d_h] in the compute dtype."""
+        d, h, k = self.d_model, self.num_heads, self.head_dim
+        view = tf.cast(history_view, self.compute_dtype)
+        batch, length = tf.shape(view)[0], tf.shape(view)[1]
+        # Casts: these methods also run outside __call__ (serving), without autocast.
+        kernel = tf.cast(tf.concat([self.key_kernel, self.value_kernel], axis=1),
+                         self.compute_dtype)                                # one [d, 2d] pass
+        kv = tf.reshape(tf.matmul(view, kernel), [batch, length, 2, h, k])
+        kv = tf.transpose(kv, [2, 0, 3, 1, 4])                              # [2, B, h, L, k]
+        return kv[0], kv[1]
+
+    def attend_projected(self, keys, values, queries, history_mask, id_match=None):
+        """Queries [B, M, d] over projected keys / values [B, h, L, d_h] -> [B, M, d]."""
+        d, h, k = self.d_model, self.num_heads, self.head_dim
+        keys = tf.cast(keys, self.compute_dtype)
+        values = tf.cast(values, self.compute_dtype)
+        queries = tf.cast(queries, self.compute_dtype)
+        batch, targets = tf.shape(queries)[0], tf.shape(queries)[1]
+        q = tf.matmul(queries, tf.cast(self.query_kernel, self.compute_dtype))
+        q = q * (1.0 / math.sqrt(k))
+        q = tf.transpose(tf.reshape(q, [batch, targets, h, k]), [0, 2, 1, 3])  # [B, h, M, k]
+        scores = tf.matmul(q, keys, transpose_b=True)                       # [B, h, M, L]
+        if self.match_bias is not None:
+            scores = tf.cast(scores, tf.float32) + match_bias(id_match, self.match_bias)
+        alpha = self._softmax(scores, history_mask)
+        context = tf.matmul(tf.cast(alpha, self.compute_dtype), values)     # [B, h, M, k]
+        context = context * self._has_history(history_mask)
+        heads = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, targets, d])
+        return tf.matmul(heads, tf.cast(self.output_kernel, self.compute_dtype))
+
+    def _softmax(self, scores, history_mask):
+        """[B, h, M, L] scores -> float32 weights; rows of empty histories are left
+        uniform (no score-sized zeroing pass): `_has_history` zeroes their outputs."""
+        sink = None if self.sink_logit is None else self.sink_logit[None, :, None]
+        return masked_softmax(scores, history_mask[:, None, None, :], sink=sink,
+                              zero_empty_rows=False)
+
+    def _has_history(self, history_mask):
+        """[B, 1, 1, 1] 1 / 0 in the compute dtype: does the request have a valid event."""
+        has = tf.reduce_any(history_mask, axis=-1)[:, None, None, None]
+        return tf.cast(has, self.compute_dtype)
+
+    def _projected(self, history_view, queries, history_mask, id_match):
+        keys, values = self.project_history(history_view)
+        return self.attend_projected(keys, values, queries, history_mask, id_match)
+
+    def _reordered(self, history_view, queries, history_mask, id_match):
         d, h, k = self.d_model, self.num_heads, self.head_dim
         view = tf.cast(history_view, self.compute_dtype)
         queries = tf.cast(queries, self.compute_dtype)
         batch, targets = tf.shape(queries)[0], tf.shape(queries)[1]
+        length = tf.shape(view)[1]
         q = tf.reshape(tf.matmul(queries, self.query_kernel), [batch, targets, h, k])
-        # The 1/sqrt(d_h) scale goes on u ([B, M, h, d]) instead of the [B, M*h, L] scores.
-        u = tf.einsum("bmhk,ehk->bmhe", q, tf.reshape(self.key_kernel, [d, h, k]))
-        u = tf.reshape(u * (1.0 / math.sqrt(k)), [batch, targets * h, d])
-        scores = tf.matmul(u, view, transpose_b=True)                    # [B, M*h, L]
-        sink = None
+        # Head-major rows (h * M), the layout of the projected form's scores and of the
+        # ID-match bias. The 1/sqrt(d_h) scale goes on u, not on the [B, h*M, L] scores.
+        u = tf.einsum("bmhk,ehk->bhme", q, tf.reshape(self.key_kernel, [d, h, k]))
+        u = tf.reshape(u * (1.0 / math.sqrt(k)), [batch, h * targets, d])
+        scores = tf.reshape(tf.matmul(u, view, transpose_b=True),
+                            [batch, h, targets, length])                  # [B, h, M, L]
         if self.match_bias is not None:
-            if id_match is None:
-                raise ValueError(f"{self.name}: built with num_match_fields="
-                                 f"{self.num_match_fields}, so id_match is required")
-            bias = match_bias(id_match, self.match_bias)                  # [B, M, h, L]
-            scores = tf.cast(scores, tf.float32) + tf.reshape(bias, tf.shape(scores))
-        if self.sink_logit is not None:
-            sink = tf.tile(self.sink_logit, [targets])[None, :]           # [1, M*h]
-        alpha = masked_softmax(scores, history_mask[:, None, :], sink=sink)
-        context = tf.matmul(tf.cast(alpha, self.compute_dtype), view)    # [B, M*h, d]
-        context = tf.reshape(context, [batch, targets, h, d])
-        heads = tf.einsum("bmhe,ehk->bmhk", context, tf.reshape(self.value_kernel, [d, h, k]))
+            scores = tf.cast(scores, tf.float32) + match_bias(id_match, self.match_bias)
+        alpha = self._softmax(scores, history_mask)
+        alpha = tf.reshape(tf.cast(alpha, self.compute_dtype), [batch, h * targets, length])
+        context = tf.matmul(alpha, view) * self._has_history(history_mask)[:, :, :, 0]
+        context = tf.reshape(context, [batch, h, targets, d])                 # [B, h, M, d]
+        heads = tf.einsum("bhme,ehk->bmhk", context, tf.reshape(self.value_kernel, [d, h, k]))
         return tf.matmul(tf.reshape(heads, [batch, targets, d]), self.output_kernel)
 
     def get_config(self):
         return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
                 "num_match_fields": self.num_match_fields,
                 "match_bias_init": self.match_bias_init, "attention_sink": self.attention_sink,
+                "attention_form": self.attention_form,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}

@@ -1,11 +1,13 @@
-"""Shared fixtures. Importing `pipeline` first sets TF_USE_LEGACY_KERAS before TensorFlow."""
-import os
+"""Shared fixtures. Importing `pipeline` first sets TF_USE_LEGACY_KERAS before TensorFlow.
+
+Helpers (paths, tiny model, records, serving) live in tests/helpers/, not here."""
 import pathlib
 
 import pipeline  # noqa: F401
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers.env import REPO
+
 MOVIELENS_DIR = REPO.parent / "shared" / "data" / "movielens_100k"
 
 
@@ -23,13 +25,3 @@ def venv_bin() -> pathlib.Path:
     """Directory holding the `stca` console script of the environment running the tests."""
     import sys
     return pathlib.Path(sys.executable).parent
-
-
-def subprocess_env(**extra) -> dict:
-    """Environment for child processes: repo importable, quiet TF, Keras 2."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["TF_USE_LEGACY_KERAS"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env

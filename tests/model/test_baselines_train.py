@@ -5,9 +5,10 @@ import tf_keras as keras
 
 import model  # noqa: F401
 from model import build_model
-from model_helpers import TASKS, author_task_batch, tiny_config
+from tests.helpers.model import TASKS, author_task_batch, tiny_config
 
 
+@pytest.mark.slow  # 32 training steps for each of 6 encoders
 @pytest.mark.parametrize("encoder", [
     "stca", "longer", "target_attention", "din", "transformer", "mean"])
 def test_loss_falls_on_small_synthetic_batches(encoder):

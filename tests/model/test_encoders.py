@@ -5,8 +5,8 @@ import tensorflow as tf
 import model  # noqa: F401
 from model.encoders import (HIST_LEN, DINEncoder, LongerEncoder, MeanEncoder, STCAEncoder,
                             TargetAttentionEncoder, TransformerEncoder, build_encoder)
-from layer_checks import REORDER_ATOL, SAME_PATH_ATOL, assert_config_round_trip
-from model_helpers import tiny_config
+from tests.helpers.layers import REORDER_ATOL, SAME_PATH_ATOL, assert_config_round_trip
+from tests.helpers.model import tiny_config
 
 ENCODERS = [lambda: STCAEncoder(8, 2, 2), lambda: LongerEncoder(8, 2, merge_k=2, recent_k=2),
             lambda: TargetAttentionEncoder(8, 2),

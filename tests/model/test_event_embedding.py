@@ -6,8 +6,8 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.event_embedding import EventEmbedding, time_delta_bucket
-from layer_checks import SAME_PATH_ATOL, assert_config_round_trip
-from model_helpers import REQUEST_TS, random_requests
+from tests.helpers.layers import SAME_PATH_ATOL, assert_config_round_trip
+from tests.helpers.model import REQUEST_TS, random_requests
 
 
 def make_layer(**kwargs):

@@ -40,3 +40,31 @@ def test_costs_scale_as_expected():
 def test_unknown_encoder_has_no_flop_model():
     with pytest.raises(ValueError, match="'nope'"):
         encoder_flops(ModelConfig(encoder="nope"), 10, 1)
+
+
+def test_stca_attention_form_rule_follows_the_two_forms_flop_counts():
+    """projected_attention_is_cheaper is the L -> infinity limit of comparing the two
+    forms' FLOPs: at long L it agrees with the counts everywhere on a grid."""
+    from model.flops import (projected_attention_is_cheaper, stca_attention_flops,
+                             stca_attention_form)
+    L = 1 << 20
+    for d, h in ((32, 4), (64, 4), (64, 8), (128, 2), (16, 1)):
+        for m in (1, 2, 8, 10, 11, 16, 21, 22, 64, 256, 1024):
+            cost = {f: (lambda c: c["user"] + m * c["per_target"])(
+                stca_attention_flops(f, L, d, h, m)) for f in ("reordered", "projected")}
+            assert projected_attention_is_cheaper(d, h, m) == (
+                cost["projected"] < cost["reordered"]), (d, h, m)
+    # The crossovers quoted in the docs: m > d / (h - 1).
+    assert [stca_attention_form(ModelConfig(d_model=64), m) for m in (21, 22)] == [
+        "reordered", "projected"]
+    assert [stca_attention_form(ModelConfig(d_model=32), m) for m in (10, 11)] == [
+        "reordered", "projected"]
+    assert stca_attention_form(ModelConfig(attention_form="projected"), 1) == "projected"
+
+
+def test_stca_request_cost_uses_the_form_its_m_selects():
+    cfg = ModelConfig()                      # d = 64, h = 4, N = 3: projected from m = 22
+    d, h, n, L = 64, 4, 3, 4096
+    few, many = encoder_flops(cfg, L, 21), encoder_flops(cfg, L, 22)
+    assert many["user"] - few["user"] == n * 4 * L * d * d          # K / V projections
+    assert few["per_target"] - many["per_target"] == n * (4 * L * d * (h - 1) + 4 * d * d)

@@ -5,7 +5,7 @@ import tensorflow as tf
 import model  # noqa: F401
 from model import precision
 from model.layers.hashed_embedding import HashedEmbedding
-from layer_checks import assert_config_round_trip
+from tests.helpers.layers import assert_config_round_trip
 
 
 def test_ids_are_bucketed_by_floormod():

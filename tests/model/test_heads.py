@@ -6,8 +6,8 @@ import tensorflow_recommenders as tfrs
 import model  # noqa: F401
 from model import precision
 from model.heads import DCNHead, MLPHead, RankMixerHead, build_head
-from layer_checks import REORDER_ATOL, assert_config_round_trip
-from model_helpers import tiny_config
+from tests.helpers.layers import REORDER_ATOL, assert_config_round_trip
+from tests.helpers.model import tiny_config
 
 HEADS = [lambda **kw: RankMixerHead(3, num_tokens=4, token_dim=8, width=12, num_layers=2, **kw),
          lambda **kw: DCNHead(3, num_tokens=4, token_dim=8, width=12, num_layers=2, **kw),

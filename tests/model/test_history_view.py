@@ -3,7 +3,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.history_view import HistoryView
-from layer_checks import NORM_ATOL, assert_config_round_trip
+from tests.helpers.layers import NORM_ATOL, assert_config_round_trip
 
 
 def test_view_is_layer_norm_of_swiglu():

@@ -6,7 +6,7 @@ import tf_keras as keras
 
 import model  # noqa: F401
 from model import build_model
-from model_helpers import TASKS, random_requests, tiny_config
+from tests.helpers.model import TASKS, random_requests, tiny_config
 
 
 def _two_steps(cfg, jit_compile, batch, weights=None):

@@ -15,8 +15,8 @@ from model.layers.longer_attention import LongerAttention
 from model.layers.token_merge import TokenMerge
 from pipeline import features
 from pipeline.config import ConfigError, LongerConfig
-from layer_checks import REORDER_ATOL, assert_config_round_trip
-from model_helpers import TASKS, author_task_batch, random_requests, tiny_config
+from tests.helpers.layers import REORDER_ATOL, assert_config_round_trip
+from tests.helpers.model import TASKS, author_task_batch, random_requests, tiny_config
 
 D = 8
 CONFIGS = {  # name -> LongerEncoder kwargs
@@ -176,13 +176,13 @@ def test_id_match_bonus_reaches_merged_tokens_whose_events_match():
     events = tf.constant(rng.normal(size=(B, L, 16)), tf.float32)
     targets = tf.constant(rng.normal(size=(B, M, 16)), tf.float32)
     mask = tf.constant(np.arange(L)[None] < np.array([[8], [5]]))
-    match = np.zeros((B, M, 2, L), bool)
-    match[0, 0, 1, 4] = True          # event 4 -> merged token 1 (events 3..5)
-    match[1, 2, 0, 0] = True
+    match = np.zeros((B, 2, M, L), bool)                       # [B, F, M, L]
+    match[0, 1, 0, 4] = True          # event 4 -> merged token 1 (events 3..5)
+    match[1, 0, 2, 0] = True
     z_plain = encoder(events, mask, targets, id_match=tf.zeros_like(match))
     z_match = encoder(events, mask, targets, id_match=tf.constant(match))
     moved = np.abs(z_match.numpy() - z_plain.numpy()).max(-1) > 1e-4
-    np.testing.assert_array_equal(moved, match.any(axis=(2, 3)))
+    np.testing.assert_array_equal(moved, match.any(axis=(1, 3)))
     bias = encoder._match_bias(tf.constant(match)).numpy()       # [B, h, M, G']
     assert bias.shape == (B, 2, M, 3)
     np.testing.assert_allclose(bias[0, :, 0, 1], encoder.match_bias.numpy()[1])

@@ -5,7 +5,7 @@ import tensorflow as tf
 import model  # noqa: F401
 from model.encoders.longer import hybrid_mask
 from model.layers.longer_attention import LongerAttention
-from layer_checks import REFERENCE_ATOL, REORDER_ATOL, assert_config_round_trip
+from tests.helpers.layers import REFERENCE_ATOL, REORDER_ATOL, assert_config_round_trip
 
 
 def _layer_norm(x, norm):

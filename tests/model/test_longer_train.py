@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from pipeline import features
-from tests.conftest import REPO, subprocess_env
+from tests.helpers.env import REPO, subprocess_env
 
 TS = 1_700_000_000_000
 
@@ -51,6 +52,7 @@ def logged_losses(model_dir):
     return [loss for _, loss in sorted(points)]
 
 
+@pytest.mark.slow  # 70 steps through `stca train` in a child process
 def test_longer_trains_through_the_cli_and_its_loss_falls(tmp_path):
     write_requests(str(tmp_path / "data" / "train"))
     overrides = [

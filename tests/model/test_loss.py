@@ -4,13 +4,14 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 import model  # noqa: F401
 from model import build_model
-from model_helpers import TASKS, random_requests, tiny_config
-from tests.conftest import REPO, subprocess_env
+from tests.helpers.env import REPO, subprocess_env
+from tests.helpers.model import TASKS, random_requests, tiny_config
 
 
 def _bce(labels, logits):
@@ -51,12 +52,11 @@ def test_auc_metrics_ignore_padded_targets():
 
 DISTRIBUTED_CHECK = textwrap.dedent("""
     import json, sys
-    sys.path.insert(0, "tests/model")
     import model, numpy as np, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from model import build_model
-    from model_helpers import TASKS, random_requests, tiny_config
+    from tests.helpers.model import TASKS, random_requests, tiny_config
 
     # Replica 0 gets 1 + 4 valid targets, replica 1 gets 4 + 4: an unequal split.
     inputs, labels = random_requests(batch=4, length=6, num_targets=4, seed=5,
@@ -89,6 +89,7 @@ DISTRIBUTED_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a child process
 def test_distributed_step_equals_single_process_step_over_the_global_batch():
     """Two replicas with unequal valid targets: loss divided by the GLOBAL valid count,
     gradients summed across replicas, then clipped by the global norm."""

@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 import model  # noqa: F401
-from layer_checks import REFERENCE_ATOL
+from tests.helpers.layers import REFERENCE_ATOL
 from model.layers.masking import length_mask, masked_attention, masked_mean, masked_softmax
 
 

@@ -6,7 +6,7 @@ import tf_keras as keras
 import model  # noqa: F401
 from model import build_model, precision
 from pipeline.config import ConfigError
-from model_helpers import TASKS, random_requests, tiny_config
+from tests.helpers.model import TASKS, random_requests, tiny_config
 
 ENCODERS = ["stca", "longer", "target_attention", "din", "transformer", "mean"]
 # bfloat16 keeps 8 significand bits (relative rounding 2^-9 per op); over the embedding,
@@ -47,7 +47,7 @@ def test_bfloat16_training_step_is_finite_and_keeps_float32_variables_and_softma
     logs = tf.function(net.train_step)(batch)
     assert np.isfinite(logs["loss"].numpy()) and np.isfinite(logs["grad_norm"].numpy())
     assert all(v.dtype == tf.float32 for v in net.variables)
-    assert net.encode_user(batch[0])["history_views"].dtype == tf.bfloat16
+    assert net.encode_user(batch[0])["history_keys"].dtype == tf.bfloat16
     graph = tf.function(net.call).get_concrete_function(batch[0]).graph
     softmax_dtypes = {op.get_attr("T") for op in graph.get_operations() if op.type == "Softmax"}
     assert softmax_dtypes == {tf.float32}

@@ -3,13 +3,13 @@ import pytest
 import tensorflow as tf
 
 import model  # noqa: F401
-from layer_checks import REORDER_ATOL, SAME_PATH_ATOL
+from tests.helpers.layers import REORDER_ATOL, SAME_PATH_ATOL
 from model import build_model
 from model.encoders import EncoderNotImplementedError
 from model.ranking_model import RankingModel
 from pipeline import features
 from pipeline.config import ConfigError, LongerConfig, ModelConfig
-from model_helpers import TASKS, random_requests, tiny_config
+from tests.helpers.model import TASKS, random_requests, tiny_config
 
 ENCODERS = ["stca", "longer", "target_attention", "din", "transformer", "mean"]
 
@@ -82,11 +82,22 @@ def test_encode_user_then_score_candidates_equals_call_for_longer_histories(enco
                                atol=REORDER_ATOL)
 
 
-def test_stca_cache_holds_every_layer_view():
+def test_stca_cache_holds_every_layer_projected_keys_and_values():
     net = build_model(tiny_config(num_layers=3), TASKS)
     inputs, _ = random_requests(batch=2, length=7, num_targets=2)
     cache = net.encode_user(inputs)
-    assert cache["history_views"].shape == (2, 3, 7, 16)
+    heads = net.encoder.num_heads
+    for name in ("history_keys", "history_values"):
+        assert cache[name].shape == (2, 3, heads, 7, 16 // heads)
+    # Layer i's entries are X~(i) = view_i(events) times W_K / W_V, split into heads.
+    events, _ = net._embed_history(inputs)
+    for i, (view, attention) in enumerate(zip(net.encoder.views, net.encoder.attentions)):
+        x = view(events).numpy()
+        for name, kernel in (("history_keys", attention.key_kernel),
+                             ("history_values", attention.value_kernel)):
+            expected = (x @ kernel.numpy()).reshape(2, 7, heads, 16 // heads)
+            np.testing.assert_allclose(cache[name][:, i].numpy(),
+                                       expected.transpose(0, 2, 1, 3), atol=REORDER_ATOL)
     assert cache["user_tokens"].shape == (2, 2, 16)
     np.testing.assert_array_equal(cache["hist_len"], inputs["hist_len"])
 
@@ -97,8 +108,8 @@ def test_paper_scale_builds_and_runs_from_config_alone():
     inputs, _ = random_requests(batch=1, length=4, num_targets=2, seed=6)
     logits = net(inputs)
     assert logits.shape == (1, 2, len(TASKS)) and np.isfinite(logits.numpy()).all()
-    views = net.encode_user(inputs)["history_views"]
-    assert views.shape == (1, 4, 4, 1024)
+    keys = net.encode_user(inputs)["history_keys"]
+    assert keys.shape == (1, 4, 16, 4, 64)
     assert net.encoder.attentions[0].head_dim == 64
 
 

@@ -12,8 +12,8 @@ import model  # noqa: F401
 from model import build_model
 from model.layers.history_view import HistoryView
 from model.recompute import recompute
-from model_helpers import TASKS, random_requests, tiny_config
-from tests.conftest import REPO, subprocess_env
+from tests.helpers.env import REPO, subprocess_env
+from tests.helpers.model import TASKS, random_requests, tiny_config
 
 
 def _grads(net, batch):
@@ -91,10 +91,9 @@ def test_recomputation_survives_grappler():
 
 MEMORY_CHECK = textwrap.dedent("""
     import json, os, sys
-    sys.path.insert(0, "tests/model")
     import model, tensorflow as tf
     from model import build_model
-    from model_helpers import TASKS, random_requests, tiny_config
+    from tests.helpers.model import TASKS, random_requests, tiny_config
     batch = random_requests(batch=2, length=4096, num_targets=8, seed=11,
                             hist_len=[4096, 4096], tgt_len=[8, 8])
     peaks = {}
@@ -111,6 +110,7 @@ MEMORY_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a child process
 def test_recomputation_lowers_the_peak_memory_of_a_training_step():
     out = subprocess.run([sys.executable, "-c", MEMORY_CHECK], cwd=REPO, timeout=240,
                          env=subprocess_env(TF_CPU_ALLOCATOR_USE_BFC="true"),

@@ -4,7 +4,8 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.stca_attention import STCAAttention
-from layer_checks import REFERENCE_ATOL, REORDER_ATOL, SAME_PATH_ATOL, assert_config_round_trip
+from tests.helpers.layers import (REFERENCE_ATOL, REORDER_ATOL, SAME_PATH_ATOL,
+                                  assert_config_round_trip)
 
 
 def naive_attention(layer, view, queries, mask, match=None):
@@ -21,7 +22,7 @@ def naive_attention(layer, view, queries, mask, match=None):
     scores = np.einsum("bmhk,blhk->bmhl", query, keys) / np.sqrt(dh)
     if match is not None:
         beta = layer.match_bias.numpy().astype(np.float64)                   # [F, h]
-        scores = scores + np.einsum("bmfl,fh->bmhl", match.astype(np.float64), beta)
+        scores = scores + np.einsum("bfml,fh->bmhl", match.astype(np.float64), beta)
     valid = mask[:, None, None, :]
     scores = np.where(valid, scores, -np.inf)
     top = np.max(np.where(valid, scores, -1e300), axis=-1, keepdims=True)
@@ -36,30 +37,36 @@ def naive_attention(layer, view, queries, mask, match=None):
     return heads.reshape(batch, q.shape[1], h * dh) @ w_o
 
 
+FORMS = ("reordered", "projected")
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("length,targets,heads", [(1, 1, 1), (7, 3, 2), (33, 5, 4), (64, 2, 8)])
-def test_matches_naive_kv_attention(length, targets, heads):
+def test_matches_naive_kv_attention(length, targets, heads, form):
     rng = np.random.default_rng(length)
     d, batch = 16, 3
     view = rng.normal(size=(batch, length, d)).astype(np.float32)
     queries = rng.normal(size=(batch, targets, d)).astype(np.float32)
     lengths = np.array([length, max(length // 2, 1), 0])  # full, partial, empty history
     mask = np.arange(length)[None, :] < lengths[:, None]
-    layer = STCAAttention(d, heads)
+    layer = STCAAttention(d, heads, attention_form=form)
     out = layer(tf.constant(view), tf.constant(queries), tf.constant(mask)).numpy()
     np.testing.assert_allclose(out, naive_attention(layer, view, queries, mask),
                                atol=REFERENCE_ATOL)
     np.testing.assert_array_equal(out[2], np.zeros((targets, d)))  # empty history: zeros
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("fields,sink", [(2, False), (0, True), (2, True), (1, True)])
-def test_id_match_bonus_and_sink_match_the_naive_reference(fields, sink):
+def test_id_match_bonus_and_sink_match_the_naive_reference(fields, sink, form):
     rng = np.random.default_rng(fields + 10 * sink)
     d, heads, batch, length, targets = 16, 4, 3, 19, 5
     view = rng.normal(size=(batch, length, d)).astype(np.float32)
     queries = rng.normal(size=(batch, targets, d)).astype(np.float32)
     mask = np.arange(length)[None, :] < np.array([length, 6, 0])[:, None]
-    match = rng.random((batch, targets, fields, length)) < 0.2
-    layer = STCAAttention(d, heads, num_match_fields=fields, attention_sink=sink)
+    match = rng.random((batch, fields, targets, length)) < 0.2      # [B, F, M, L]
+    layer = STCAAttention(d, heads, num_match_fields=fields, attention_sink=sink,
+                          attention_form=form)
     layer.build(None)
     # Distinct values per field and head, so a swapped axis would show.
     if fields:
@@ -117,9 +124,88 @@ def test_padding_and_other_targets_have_no_influence():
                                atol=REORDER_ATOL)
 
 
+def _twin_layers(d, heads, fields, sink, seed):
+    """A reordered and a projected layer with the same random weights (O(1) outputs)."""
+    rng = np.random.default_rng(seed)
+    layers = [STCAAttention(d, heads, num_match_fields=fields, attention_sink=sink,
+                            attention_form=form) for form in FORMS]
+    for layer in layers:
+        layer.build(None)
+    for weights in zip(*(layer.weights for layer in layers)):
+        scale = 1.0 / np.sqrt(weights[0].shape[0]) if weights[0].shape.rank == 2 else 1.0
+        value = (scale * rng.normal(size=weights[0].shape)).astype(np.float32)
+        for w in weights:
+            w.assign(value)
+    return layers
+
+
+def test_the_two_forms_have_equal_outputs_and_gradients():
+    """Training may run either form (by M): values and every gradient agree to 1e-5."""
+    rng = np.random.default_rng(4)
+    d, heads, batch, length, targets, fields = 16, 4, 3, 23, 6, 2
+    view = tf.constant(rng.normal(size=(batch, length, d)).astype(np.float32))
+    queries = tf.constant(rng.normal(size=(batch, targets, d)).astype(np.float32))
+    mask = tf.constant(np.arange(length)[None, :] < np.array([length, 9, 0])[:, None])
+    match = tf.constant(rng.random((batch, fields, targets, length)) < 0.2)
+    weights = tf.constant(rng.normal(size=(batch, targets, d)).astype(np.float32))
+    results = []
+    for layer in _twin_layers(d, heads, fields, True, seed=5):
+        with tf.GradientTape() as tape:
+            tape.watch([view, queries])
+            loss = tf.reduce_sum(layer(view, queries, mask, id_match=match) * weights)
+        grads = tape.gradient(loss, [view, queries] + layer.trainable_weights)
+        results.append([loss] + grads)
+    for reordered, projected in zip(*results):
+        np.testing.assert_allclose(projected.numpy(), reordered.numpy(), rtol=1e-5,
+                                   atol=REORDER_ATOL * max(1.0, np.abs(reordered).max()))
+
+
+def test_cached_keys_and_values_give_the_attention_output():
+    rng = np.random.default_rng(6)
+    d, heads = 16, 4
+    view = rng.normal(size=(2, 11, d)).astype(np.float32)
+    queries = rng.normal(size=(2, 30, d)).astype(np.float32)
+    mask = np.arange(11)[None, :] < np.array([[11], [4]])
+    match = rng.random((2, 2, 30, 11)) < 0.3
+    reordered, projected = _twin_layers(d, heads, 2, False, seed=7)
+    keys, values = projected.project_history(view)
+    assert keys.shape == values.shape == (2, heads, 11, d // heads)
+    np.testing.assert_allclose(
+        projected.attend_projected(keys, values, queries, mask, id_match=match).numpy(),
+        reordered(view, queries, mask, id_match=match).numpy(), atol=REORDER_ATOL)
+
+
+def test_auto_picks_the_cheaper_form_statically_or_per_call():
+    """d = 16, h = 4: projected once M (h - 1) > d, i.e. from M = 6 (model.flops)."""
+    def ops(layer, targets):
+        fn = tf.function(layer).get_concrete_function(
+            tf.TensorSpec([2, 50, 16]), tf.TensorSpec([2, targets, 16]),
+            tf.TensorSpec([2, 50], tf.bool))
+        return {op.type for op in fn.graph.get_operations()}
+
+    layer = STCAAttention(16, 4)
+    assert "Einsum" in ops(layer, 5)                    # reordered: u = W_K q per target
+    assert "Einsum" not in ops(layer, 6)                # projected
+    assert ops(layer, None) & {"If", "StatelessIf"}     # unknown M: chosen per call
+    reordered, projected = _twin_layers(16, 4, 0, False, seed=8)
+    auto = STCAAttention(16, 4)
+    auto.build(None)
+    auto.set_weights(projected.get_weights())
+    dynamic = tf.function(auto, input_signature=[
+        tf.TensorSpec([None, None, 16]), tf.TensorSpec([None, None, 16]),
+        tf.TensorSpec([None, None], tf.bool)])
+    rng = np.random.default_rng(9)
+    view = rng.normal(size=(1, 50, 16)).astype(np.float32)
+    mask = np.ones((1, 50), bool)
+    for targets in (1, 5, 6, 40):
+        queries = rng.normal(size=(1, targets, 16)).astype(np.float32)
+        np.testing.assert_allclose(dynamic(view, queries, mask).numpy(),
+                                   reordered(view, queries, mask).numpy(), atol=REORDER_ATOL)
+
+
 def test_no_key_value_projection_of_the_history_is_built():
     """The reordering trick: every [.., L, ..] intermediate has h*M rows, never width d."""
-    layer = STCAAttention(16, 4)
+    layer = STCAAttention(16, 4, attention_form="reordered")
     view, queries = tf.zeros([2, 50, 16]), tf.zeros([2, 3, 16])
     mask = tf.ones([2, 50], tf.bool)
     graph = tf.function(layer).get_concrete_function(view, queries, mask).graph
@@ -132,8 +218,12 @@ def test_no_key_value_projection_of_the_history_is_built():
 def test_round_trip_and_argument_checks():
     mask = tf.constant([[True, False]])
     assert_config_round_trip(STCAAttention(4, 2), tf.ones([1, 2, 4]), tf.ones([1, 3, 4]), mask)
-    match = tf.constant(np.random.default_rng(0).random((1, 3, 2, 2)) < 0.5)
+    match = tf.constant(np.random.default_rng(0).random((1, 2, 3, 2)) < 0.5)
     assert_config_round_trip(STCAAttention(4, 2, 2, 3.0, True), tf.ones([1, 2, 4]),
                              tf.ones([1, 3, 4]), mask, id_match=match)
     with pytest.raises(ValueError, match="must divide"):
         STCAAttention(6, 4)
+    with pytest.raises(ValueError, match="attention_form must be one of"):
+        STCAAttention(8, 4, attention_form="fast")
+    assert STCAAttention(8, 4, attention_form="projected").get_config()[
+        "attention_form"] == "projected"

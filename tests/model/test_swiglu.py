@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.swiglu import SwiGLU
-from layer_checks import REFERENCE_ATOL, assert_config_round_trip
+from tests.helpers.layers import REFERENCE_ATOL, assert_config_round_trip
 
 
 def test_swiglu_matches_formula():

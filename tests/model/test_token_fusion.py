@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.token_fusion import TokenFusion
-from layer_checks import NORM_ATOL, REFERENCE_ATOL, assert_config_round_trip
+from tests.helpers.layers import NORM_ATOL, REFERENCE_ATOL, assert_config_round_trip
 
 
 def _ln(h):

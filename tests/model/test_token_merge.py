@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.token_merge import TokenMerge
-from layer_checks import REFERENCE_ATOL, REORDER_ATOL, assert_config_round_trip
+from tests.helpers.layers import REFERENCE_ATOL, REORDER_ATOL, assert_config_round_trip
 
 LENGTHS = np.array([10, 5, 0, 7])  # full, ragged, empty, ragged
 

@@ -3,7 +3,7 @@ import pytest
 
 import model  # noqa: F401
 from model.layers.transformer_block import TransformerBlock
-from layer_checks import NORM_ATOL, SAME_PATH_ATOL, assert_config_round_trip
+from tests.helpers.layers import NORM_ATOL, SAME_PATH_ATOL, assert_config_round_trip
 
 
 def _ln(x):

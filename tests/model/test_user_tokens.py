@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.user_tokens import UserTokens
-from layer_checks import SAME_PATH_ATOL, assert_config_round_trip
+from tests.helpers.layers import SAME_PATH_ATOL, assert_config_round_trip
 
 
 def test_tokens_are_user_embedding_and_masked_history_mean():

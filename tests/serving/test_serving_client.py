@@ -23,7 +23,7 @@ from serving.cache import LRUCache
 from serving.client import RankingClient
 from serving.requests import RequestError
 from serving.transport import GrpcTransport, InProcessTransport, RestTransport, ServingError
-from tests.conftest import subprocess_env
+from tests.helpers.env import subprocess_env
 
 TS = 1_700_000_000_000
 USER = {"user_id": "user-1", "request_ts": TS}
@@ -219,7 +219,8 @@ def test_rank_chunks_caches_and_equals_serving_default(transport):
 def test_cache_eviction_by_bytes_and_ttl_in_the_client(transport):
     clock = Clock()
     sent = RecordingTransport(transport)
-    entry = 2 * 100 * 16 * 4 + 2 * 16 * 4 + 4   # N x L x d floats + user tokens + length
+    # K and V (2 x N x L x d floats) + user tokens + length + raw history IDs (2 x L int64)
+    entry = 2 * 2 * 100 * 16 * 4 + 2 * 16 * 4 + 4 + 2 * 100 * 8
     one_user = int(entry * 1.5)                  # room for one 100-event user, not two
     client = RankingClient(sent, ServingConfig(cache_bytes=one_user, cache_ttl_s=60),
                            clock=clock)
@@ -283,7 +284,7 @@ def test_bfloat16_cache_through_the_client(export_bf16):
     from serving.verify import BF16_TOL
     assert np.abs(got.scores["click"] - want.scores["click"]).max() <= BF16_TOL
     entry = next(iter(client.cache._entries.values()))[0]
-    assert entry["cache_history_views"].dtype.name == "bfloat16"
+    assert entry["cache_history_keys"].dtype.name == "bfloat16"
 
 
 def test_the_client_never_imports_the_model_package(export_f32):
@@ -314,7 +315,7 @@ def test_demo_score_in_process(export_f32, data_dir):
 
 
 def test_signature_names_are_shared():
-    assert sigs.cache_name("history_views") == "cache_history_views"
+    assert sigs.cache_name("history_keys") == "cache_history_keys"
     assert sigs.score_names(["click"]) == ["score_click"]
 
 
@@ -327,10 +328,10 @@ def test_the_real_cache_is_checked_for_nan_and_its_own_width(transport):
     cands = {n: user[n] for n in features.CANDIDATE_INPUTS}
     good = client.predict("score_candidates", {**cache, **cands})
     assert np.isfinite(good["score_click"]).all()
-    poisoned = cache["cache_history_views"].copy()
-    poisoned[0, 0, 1, 2] = np.nan      # before: accepted, every score came back NaN
-    with pytest.raises(RequestError, match="cache_history_views: 1 of .* values are NaN or Inf"):
-        client.predict("score_candidates", {**cache, **cands, "cache_history_views": poisoned})
+    poisoned = cache["cache_history_values"].copy()
+    poisoned[0, 0, 1, 1, 2] = np.nan      # before: accepted, every score came back NaN
+    with pytest.raises(RequestError, match="cache_history_values: 1 of .* values are NaN or Inf"):
+        client.predict("score_candidates", {**cache, **cands, "cache_history_values": poisoned})
     too_long = np.array([6], np.int32)  # before: only max_history=64 bounded it
     with pytest.raises(RequestError, match=r"cache_hist_len: values must be in \[0, 5\] \(the "
                                            r"padded width of cache_hist_item_id\)"):

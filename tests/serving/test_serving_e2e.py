@@ -13,8 +13,9 @@ from pipeline.config import ServingConfig
 from serving import layout
 from serving.client import RankingClient
 from serving.transport import GrpcTransport, RestTransport, ServingError
+from tests.helpers.serving import start_double, stop
 
-from serving_fixtures import start_double, stop
+pytestmark = pytest.mark.slow  # the TF Serving double is a separate process
 
 TS = 1_700_000_000_000
 USER = {"user_id": "user-7", "request_ts": TS}

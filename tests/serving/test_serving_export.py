@@ -18,7 +18,7 @@ from serving import signatures as sigs
 from serving.session import SessionModel
 from serving.verify import BF16_TOL, FLOAT32_TOL
 
-from serving_fixtures import TASKS, export, tiny_config
+from tests.helpers.serving import TASKS, export, tiny_config
 
 # Several requests in one batch: 10240 (40x the training windows), medium, empty, short.
 HISTORIES, CANDIDATES = [10240, 3000, 0, 17], [5, 1, 9, 3]
@@ -93,7 +93,9 @@ def test_signature_contract_dense_and_named(export_f32):
     assert contract["serving_default"]["inputs"]["tgt_len"] == {"dtype": "int32", "shape": [-1]}
     assert set(contract["serving_default"]["outputs"]) == {"score_click", "score_like"}
     assert contract["encode_user"]["outputs"] == {
-        "cache_history_views": {"dtype": "float32", "shape": [-1, 2, -1, 16]},
+        # Every layer's projected keys / values: [B, layers, heads, L, d / heads].
+        "cache_history_keys": {"dtype": "float32", "shape": [-1, 2, 2, -1, 8]},
+        "cache_history_values": {"dtype": "float32", "shape": [-1, 2, 2, -1, 8]},
         "cache_user_tokens": {"dtype": "float32", "shape": [-1, 2, 16]},
         "cache_hist_len": {"dtype": "int32", "shape": [-1]},
         # Raw history IDs for the ID-match attention prior (model.id_match).
@@ -112,7 +114,7 @@ def test_round_trip_parity_float32_long_histories(export_f32, model_dir, batch):
     user, cands = split(batch)
     direct = call(loaded["serving_default"], batch)
     cache = call(loaded["encode_user"], user)
-    assert cache["cache_history_views"].shape == (4, 2, 10240, 16)
+    assert cache["cache_history_keys"].shape == (4, 2, 2, 10240, 8)
     np.testing.assert_array_equal(cache["cache_hist_len"], HISTORIES)
     cached = call(loaded["score_candidates"], {**cache, **cands})
     tgt_len = batch["tgt_len"]
@@ -137,7 +139,8 @@ def test_bfloat16_cache_halves_bytes_within_tolerance(export_f32, export_bf16, b
     bf16 = tf.saved_model.load(export_bf16["path"]).signatures
     user, cands = split(batch)
     cache32, cache16 = call(f32["encode_user"], user), call(bf16["encode_user"], user)
-    assert cache16["cache_history_views"].dtype.name == "bfloat16"
+    assert cache16["cache_history_keys"].dtype.name == "bfloat16"
+    assert cache16["cache_history_values"].dtype.name == "bfloat16"
     assert cache16["cache_hist_len"].dtype == np.int32
     float_bytes = lambda c: sum(v.nbytes for v in c.values()  # noqa: E731
                                 if v.dtype.kind == "f" or v.dtype.name == "bfloat16")
@@ -147,7 +150,7 @@ def test_bfloat16_cache_halves_bytes_within_tolerance(export_f32, export_bf16, b
     diff = np.abs(valid(cached, batch["tgt_len"]) - valid(direct, batch["tgt_len"])).max()
     assert 0 < diff <= BF16_TOL, diff
     meta = layout.read_metadata(export_bf16["path"])
-    assert meta["signatures"]["score_candidates"]["inputs"]["cache_history_views"][
+    assert meta["signatures"]["score_candidates"]["inputs"]["cache_history_values"][
         "dtype"] == "bfloat16"
 
 

@@ -3,6 +3,7 @@ export (TF1 loader, contract, parity up to 10240 events, held-out AUC) and fails
 non-zero exit and a clear message on tampered variables or a tampered signature."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,9 +14,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 from pipeline import config as config_lib
 from serving import export as export_lib
 from serving import layout
-from tests.conftest import subprocess_env
+from tests.helpers.env import subprocess_env
 
-from serving_fixtures import tiny_config
+from tests.helpers.serving import tiny_config
 
 
 def verify(*args):
@@ -41,13 +42,21 @@ def test_verify_passes_on_a_good_export(export_f32, data_dir):
     assert {"saved_model_cli show --all", "saved_model.pb signatures == contract",
             "TF1 loader: signature_def == contract", "warmup requests run",
             "TF1 loader: score_candidates(encode_user(x)) == serving_default(x)",
-            "exported == in-memory model (checkpoint)",
             "held-out: exported == in-memory model"} <= names
+    # Both STCA attention forms of serving_default (tiny model d=16, h=2: projected from
+    # M=17) against the cached K / V and against the checkpoint.
+    for form, m in (("reordered", 16), ("projected", 17)):
+        label = f" [M={m}: serving_default {form} attention, score_candidates cached projected K/V]"
+        assert {"exported == in-memory model (checkpoint)" + label,
+                "tf.saved_model.load: score_candidates(encode_user(x)) == serving_default(x)"
+                + label} <= names, names
     assert max(report["parity_batch"]["history_lengths"]) == 10240
     assert len(report["parity_batch"]["history_lengths"]) >= 3
     assert all(c["max_abs_diff"] <= 1e-5 for c in report["checks"] if "max_abs_diff" in c)
     held_out = report["held_out"]
     assert held_out["targets"] > 0 and 0.0 <= held_out["auc"]["click"] <= 1.0
+    # A float32 cache scores like serving_default, so the AUCs agree.
+    assert abs(held_out["auc_cached_minus_serving_default"]["click"]) < 1e-4
     # saved_model_cli's output is kept next to the version dir, not inside it.
     with open(os.path.join(report_dir, "saved_model_cli.txt")) as f:
         assert "signature_def['score_candidates']" in f.read()
@@ -67,7 +76,8 @@ def test_verify_fails_on_tampered_variables(export_f32, model_dir, tmp_path):
     proc = verify("--export-dir", good)
     assert proc.returncode == 5  # the release gate's documented exit code
     assert "verify-export FAILED" in proc.stderr
-    assert "exported == in-memory model (checkpoint): max |diff|" in proc.stderr
+    assert re.search(r"exported == in-memory model \(checkpoint\) \[M=\d+: [^\]]*\]: max \|diff\|",
+                     proc.stderr)
 
 
 def test_verify_fails_on_tampered_signature(export_f32, tmp_path):

@@ -48,7 +48,7 @@ from serving import signatures as sigs
 from serving.client import RankingClient
 from serving.requests import RequestError
 from serving.transport import GrpcTransport, RestTransport, ServingError
-from tests.serving.serving_fixtures import TASKS, tiny_config
+from tests.helpers.serving import TASKS, tiny_config
 from tests.serving.test_serving_client import TS, USER, RecordingTransport, candidates, history
 
 BIG = 2 ** 70
@@ -160,14 +160,14 @@ def test_bad_dense_inputs_and_user_caches(contract):
     client = refusing_client(contract, max_history=64)
     good = fake_cache(contract, width=5)
     req.check_inputs(good, contract[sigs.SCORE_CANDIDATES]["inputs"], client.limits)
-    views, tokens = good["cache_history_views"].copy(), good["cache_user_tokens"].copy()
-    views[0, 1, 3, 7] = np.nan
+    keys, tokens = good["cache_history_keys"].copy(), good["cache_user_tokens"].copy()
+    keys[0, 1, 1, 3, 7] = np.nan
     tokens[0, 0, 2] = -np.inf
     ids = good["cache_hist_item_id"]
     cases = [
         (None, r"^inputs: expected a dict of numpy arrays, got NoneType$"),
-        ({**good, "cache_history_views": views},
-         r"^cache_history_views: 1 of \d+ values are NaN or Inf; a user cache must be finite"),
+        ({**good, "cache_history_keys": keys},
+         r"^cache_history_keys: 1 of \d+ values are NaN or Inf; a user cache must be finite"),
         ({**good, "cache_user_tokens": tokens}, r"^cache_user_tokens: 1 of \d+ values are NaN"),
         # 6 > the 5 events the cache holds (before: only serving.max_history=64 bounded it).
         ({**good, "cache_hist_len": np.array([6], np.int32)},
@@ -215,7 +215,7 @@ def test_nan_scores_and_nan_caches_from_the_server_are_never_returned_nor_cached
         direct.rank(USER, history(3), candidates(2))
     cached = RankingClient(sent, ServingConfig())
     with fails_with(ServingError, r"^encode_user: the server returned NaN / Inf in "
-                                  r"cache_(history_views|user_tokens)"):
+                                  r"cache_(history_keys|history_values|user_tokens)"):
         cached.rank(USER, history(3), candidates(2))
     assert len(cached.cache) == 0 and sent.calls.count(sigs.SCORE_CANDIDATES) == 0
 
@@ -361,6 +361,6 @@ def test_bad_transport_and_tls_settings(contract, tmp_path):
 def test_contract_fixture_is_the_cached_stca_contract(contract):
     # The suite depends on the cache holding raw history IDs next to the float entries.
     cache = contract[sigs.ENCODE_USER]["outputs"]
-    assert {"cache_history_views", "cache_user_tokens", "cache_hist_len",
+    assert {"cache_history_keys", "cache_history_values", "cache_user_tokens", "cache_hist_len",
             "cache_hist_item_id", "cache_hist_author_id"} <= set(cache)
     assert set(features.CANDIDATE_INPUTS) <= set(contract[sigs.SCORE_CANDIDATES]["inputs"])

@@ -10,10 +10,10 @@ import pytest
 from beam_jobs import preprocess, readers
 from pipeline import config as C
 from pipeline.errors import DataError
-from tests.conftest import REPO, subprocess_env
-from tests.test_preprocess import parse_all, read_records
+from tests.helpers.env import FIXTURES, REPO, subprocess_env
+from tests.helpers.records import parse_all, read_records
 
-KUAIRAND = pathlib.Path(__file__).parent / "fixtures" / "kuairand"
+KUAIRAND = FIXTURES / "kuairand"
 
 
 def _records(out_dir, tasks):
@@ -21,6 +21,7 @@ def _records(out_dir, tasks):
                      tasks)
 
 
+@pytest.mark.slow  # Beam job
 def test_movielens_100k_counts_match_plain_python(movielens_dir, tmp_path):
     cfg = C.load_config(None, ["data.format=movielens", "data.schema.tasks=like",
                                "data.compression=none", "data.num_shards=2"])
@@ -57,6 +58,7 @@ def test_movielens_needs_exactly_one_task(movielens_dir):
         readers.resolve_source(data, str(movielens_dir / "u.data"))
 
 
+@pytest.mark.slow  # Beam job
 def test_movielens_ratings_csv_is_detected_by_header(tmp_path):
     (tmp_path / "ratings.csv").write_text(
         "userId,movieId,rating,timestamp\n1,10,4.5,100\n1,11,2.0,100\n1,12,4.0,200000\n")
@@ -75,6 +77,7 @@ def _kuairand_rows():
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # Beam job
 def test_kuairand_fixture_joins_authors_and_maps_labels(tmp_path):
     cfg = C.load_config(None, [
         "data.format=kuairand", "data.schema.tasks=click,like,finish,is_follow",
@@ -107,6 +110,7 @@ def test_kuairand_unknown_task_names_the_field():
         readers.resolve_source(data, str(KUAIRAND / "log_standard_*.csv"))
 
 
+@pytest.mark.slow  # Beam job
 def test_headerless_csv_with_schema_columns_and_derived_requests(tmp_path):
     (tmp_path / "log.tsv").write_text("7;1000;5;1\n7;1030;6;0\n7;1200;5;1\n8;1000;9;0\n")
     cfg = C.load_config(None, [
@@ -135,6 +139,7 @@ def test_missing_column_and_empty_glob_are_clear_config_errors(tmp_path):
         readers.resolve_source(data, str(tmp_path / "nothing-here*.csv"))
 
 
+@pytest.mark.slow  # starts `stca preprocess`
 def test_cli_reports_an_empty_glob_and_exits_3(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "preprocess", "--input",
@@ -144,6 +149,7 @@ def test_cli_reports_an_empty_glob_and_exits_3(tmp_path):
     assert "matched no files" in proc.stderr and "missing-*.csv" in proc.stderr
 
 
+@pytest.mark.slow  # Beam job against a moto server
 def test_reads_input_from_s3_through_beam_filesystems(tmp_path, monkeypatch):
     """s3:// input via Beam's S3 file system against a local moto server."""
     import logging

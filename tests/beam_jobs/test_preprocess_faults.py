@@ -58,8 +58,8 @@ from pipeline import config as C
 from pipeline import synth
 from pipeline.errors import DataError, OutputError
 from pipeline.idhash import stable_id
-from tests.conftest import REPO, subprocess_env
-from tests.test_preprocess import parse_all, read_records
+from tests.helpers.env import REPO, subprocess_env
+from tests.helpers.records import parse_all, read_records
 
 pytestmark = pytest.mark.slow
 TASKS = ["click", "like", "finish"]

@@ -6,18 +6,22 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytest
+
+from tests.helpers.env import REPO
+
 TINY = ["synth.users=4", "synth.events_median=300", "synth.events_min=100",
         "synth.events_max=600", "train.steps=4", "train.checkpoint_every=2",
         "train.log_every=2", "eval.lengths=[64,512]", "export.verify_history=512"]
 
 
+@pytest.mark.slow  # the whole demo in a child process
 def test_demo_runs_the_whole_path(tmp_path):
     workdir = tmp_path / "demo"
     args = [a for o in TINY for a in ("--set", o)]
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--workdir",
                            str(workdir), *args], capture_output=True, text=True, timeout=900,
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((workdir / "demo_summary.json").read_text())
     assert summary["dead_letters"] == 0 and summary["requests"] > 0

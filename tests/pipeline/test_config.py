@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from pipeline import config as C
-from tests.conftest import subprocess_env
+from tests.helpers.env import subprocess_env
 
 
 def test_defaults_validate():
@@ -70,6 +70,7 @@ def test_save_and_reload_round_trip(tmp_path):
     assert again == cfg and again.tasks == ["a", "b"]
 
 
+@pytest.mark.slow  # starts `stca synth`
 def test_cli_rejects_bad_config_before_work(tmp_path):
     out = tmp_path / "never"
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "synth", "--out", str(out),

@@ -3,12 +3,15 @@ import glob
 import json
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 
 from beam_jobs import preprocess
 from pipeline import config as C
 from pipeline.idhash import stable_id
-from tests.test_preprocess import parse_all, read_records
+from tests.helpers.records import parse_all, read_records
+
+pytestmark = pytest.mark.slow  # both tests run the Beam job
 
 HEADER = b"user_id,request_id,timestamp,item_id,author_id,click,like"
 GOOD = [f"u{u},r{u}-{t // 100},{1000 + t},{100 + t % 7},{t % 3},{t % 2},{(t // 2) % 2}".encode()

@@ -14,8 +14,13 @@ import pytest
 import tensorflow as tf
 
 from pipeline import config as config_lib
-from tests.conftest import subprocess_env
-from tests.records import TINY_MODEL, write_dataset
+from tests.helpers.env import subprocess_env
+from tests.helpers.model import tiny_overrides
+from tests.helpers.records import write_dataset
+
+TINY = tiny_overrides(("click",))  # the tests' tiny model (tests/helpers/model.py)
+# Every test trains (the 80-step `trained` run, train.run) or starts `stca` processes.
+pytestmark = pytest.mark.slow
 
 BUCKETED = ["train.length.mode=beta", "train.length.l_min=8", "train.length.l_max=256",
             "train.bucket_boundaries=[32,64,128,256]", "train.token_budget=2048",
@@ -54,7 +59,7 @@ def trained(data_dir, tmp_path_factory):
     """One in-process bucketed training run shared by the tests below."""
     from pipeline import train
     model_dir = str(tmp_path_factory.mktemp("model"))
-    cfg = config_lib.load_config(None, TINY_MODEL + BUCKETED + ["train.steps=80"])
+    cfg = config_lib.load_config(None, TINY + BUCKETED + ["train.steps=80"])
     return model_dir, cfg, train.run(cfg, data_dir, model_dir)
 
 
@@ -132,10 +137,10 @@ def test_one_read_scores_every_length_as_one_read_per_length_does(trained, data_
     assert (one["hist_lens"][(16, "empty")] == 0).all()
 
 
-RESUME = TINY_MODEL + ["train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=64",
-                       "train.bucket_boundaries=[64]", "train.token_budget=1024",
-                       "train.deterministic=true", "train.steps=300",
-                       "train.checkpoint_every=20", "train.max_targets=8"]
+RESUME = TINY + ["train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=64",
+                 "train.bucket_boundaries=[64]", "train.token_budget=1024",
+                 "train.deterministic=true", "train.steps=300",
+                 "train.checkpoint_every=20", "train.max_targets=8"]
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
@@ -184,11 +189,11 @@ def _free_ports(n):
 
 
 # XLA off in both runs: multi_worker turns jit_compile=auto off, the single run must match.
-MULTI = TINY_MODEL + ["train.jit_compile=false",
-                      "train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=32",
-                      "train.bucket_boundaries=[32]", "train.deterministic=true",
-                      "train.steps=6", "train.max_targets=8", "train.token_budget=256",
-                      "train.learning_rate=0.01", "train.warmup_steps=0"]
+MULTI = TINY + ["train.jit_compile=false",
+                "train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=32",
+                "train.bucket_boundaries=[32]", "train.deterministic=true",
+                "train.steps=6", "train.max_targets=8", "train.token_budget=256",
+                "train.learning_rate=0.01", "train.warmup_steps=0"]
 
 
 def test_multi_worker_matches_single_process(data_dir, tmp_path):

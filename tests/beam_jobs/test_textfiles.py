@@ -9,6 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import textfiles
 
+pytestmark = pytest.mark.slow  # both tests run Beam pipelines (DirectRunner)
+
 FILES = {
     "plain.csv": b"h1,h2\na,b\n\nc,d\r\ne\rf,g\n" + b"x" * 50 + b"\nlast",
     "crlf.csv": b"h\r\n1\r\n2\r\n\r\n3\r\n",

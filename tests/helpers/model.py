@@ -1,4 +1,11 @@
-"""Tiny configs and random request batches for the model tests (small shapes: fast)."""
+"""The one tiny model of the tests, and random request batches for the model tests.
+
+TINY_MODEL is the model every test builds or trains unless it tests a size itself:
+training / serving / CLI tests take it as `--set` overrides (tiny_overrides), the model
+unit tests as a ModelConfig (tiny_config) with smaller tables and head (UNIT_TABLES: their
+batches hash random IDs into a few rows; values as the unit tests were written with).
+Small enough for a CPU test in seconds.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -9,15 +16,24 @@ from pipeline.config import ModelConfig
 TASKS = ("click", "like")
 REQUEST_TS = 1_700_000_000_000  # Unix ms
 
+# ModelConfig fields; the rest keep their defaults (pipeline/config.py).
+TINY_MODEL = dict(d_model=16, num_heads=2, num_layers=2, item_buckets=5003,
+                  author_buckets=1009, user_buckets=101, head_width=32, head_layers=1)
+UNIT_TABLES = dict(item_buckets=101, author_buckets=31, user_buckets=17, action_buckets=8,
+                   time_buckets=16, head_width=16)
+
 
 def tiny_config(**overrides) -> ModelConfig:
-    values = dict(d_model=16, num_heads=2, num_layers=2, item_buckets=101, author_buckets=31,
-                  user_buckets=17, action_buckets=8, time_buckets=16, head_width=16,
-                  head_layers=1)
-    values.update(overrides)
-    cfg = ModelConfig(**values)
+    """TINY_MODEL with UNIT_TABLES as a validated ModelConfig, then `overrides`."""
+    cfg = ModelConfig(**{**TINY_MODEL, **UNIT_TABLES, **overrides})
     cfg.validate()
     return cfg
+
+
+def tiny_overrides(tasks=("click",)) -> list[str]:
+    """TINY_MODEL and its tasks as `--set` / load_config overrides."""
+    return ([f"data.schema.tasks=[{','.join(tasks)}]"]
+            + [f"model.{k}={v}" for k, v in TINY_MODEL.items()])
 
 
 def random_requests(batch=3, length=12, num_targets=4, seed=0, hist_len=None, tgt_len=None,

@@ -15,30 +15,15 @@ from beam_jobs import preprocess
 from pipeline import config as C
 from pipeline import features, synth
 from pipeline.idhash import stable_id
-from tests.conftest import REPO, subprocess_env
+from tests.helpers.env import REPO, subprocess_env
+from tests.helpers.records import SYNTH_TASKS, parse_all, read_records
 
-TASKS = ["click", "like", "finish"]
+pytestmark = pytest.mark.slow  # every test runs a Beam job (the module's synth_run, or its own)
+
+TASKS = SYNTH_TASKS
 MAX_HISTORY = 150
 SYNTH = ["synth.users=6", "synth.events_median=350", "synth.events_sigma=0.3",
          "synth.events_min=100", "synth.targets_min=2", "synth.targets_max=9"]
-
-
-def read_records(out_dir: str, split: str) -> list[bytes]:
-    """Every serialized record of one split (all shards, any compression)."""
-    data = []
-    for path in sorted(glob.glob(os.path.join(out_dir, split, "*.tfrecord*"))):
-        kind = "GZIP" if path.endswith(".gz") else ""
-        data += [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=kind)]
-    return data
-
-
-def parse_all(records: list[bytes], tasks=TASKS) -> list[dict]:
-    """Records -> list of dicts of Python ints / lists (through features.parse_example)."""
-    out = []
-    for data in records:
-        parsed = features.parse_example(tf.constant(data), tasks)
-        out.append({k: v.numpy().tolist() for k, v in parsed.items()})
-    return out
 
 
 def record_multiset(out_dir: str) -> dict:

@@ -1,5 +1,5 @@
 """Helpers for the serving tests: the tiny config, a briefly trained tiny model, exports,
-and the TF Serving test double as a subprocess (fixtures in conftest.py).
+and the TF Serving test double as a subprocess (fixtures in tests/serving/conftest.py).
 
 Everything is real: records written with features.encode_request, a checkpoint written by
 tf.train.Checkpoint after a few train steps, exports written by serving.export.run.
@@ -13,14 +13,12 @@ import sys
 import time
 
 from pipeline import config as config_lib
-from tests.conftest import REPO, subprocess_env
+from tests.helpers.env import REPO, subprocess_env
+from tests.helpers.model import TASKS, tiny_overrides
 
-TASKS = ("click", "like")
-# Tiny model (fast on 2 shared cores) trained on histories <= 256; served up to 10240.
-OVERRIDES = [
-    "data.schema.tasks=[click,like]", "model.d_model=16", "model.num_heads=2",
-    "model.num_layers=2", "model.item_buckets=5003", "model.author_buckets=1009",
-    "model.user_buckets=101", "model.head_width=32", "model.head_layers=1",
+# The tiny model (fast on 2 shared cores) with tasks click and like, trained on histories
+# <= 256; served up to 10240.
+OVERRIDES = tiny_overrides(TASKS) + [
     "train.length.l_min=8", "train.length.l_max=256", "train.bucket_boundaries=[64,256]",
     "train.max_targets=8", "eval.lengths=[256]", "eval.token_budget=4096",
     "export.warmup_history=64", "export.warmup_candidates=8", "export.verify_requests=16",

@@ -17,10 +17,13 @@ import sys
 import pytest
 import tensorflow as tf
 
-from tests.conftest import subprocess_env
-from tests.records import TINY_MODEL, write_dataset
+from tests.helpers.env import subprocess_env
+from tests.helpers.model import tiny_overrides
+from tests.helpers.records import write_dataset
 
 pytestmark = pytest.mark.slow  # every case starts a process
+
+TINY = tiny_overrides(("click",))  # the tests' tiny model (tests/helpers/model.py)
 
 _SCRIPT = os.path.join(os.path.dirname(sys.executable), "stca")
 STCA = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "pipeline.cli"]
@@ -86,7 +89,7 @@ def ws(tmp_path_factory):
     from pipeline import config as config_lib
     from pipeline import train
     model = str(root / "model")
-    train.run(config_lib.load_config(None, TINY_MODEL + FAST + ["train.steps=3"]),
+    train.run(config_lib.load_config(None, TINY + FAST + ["train.steps=3"]),
               w["data"], model)
     w["model"] = model
     w.update({k: str(root / k) for k in ("empty", "garbage", "not_examples", "trunc_eval")})
@@ -173,7 +176,7 @@ def test_bad_training_data_fails_at_start(kind, ws, tmp_path):
     never = tmp_path / "never"
     # Before: the empty split hung forever (timeout); the others printed tracebacks.
     proc = stca("train", "--data", *data(ws), "--model-dir", never,
-                *sets(TINY_MODEL + FAST + overrides + ["train.steps=5"]), timeout=180)
+                *sets(TINY + FAST + overrides + ["train.steps=5"]), timeout=180)
     assert_user_error(proc, 3, "stca train: ", expected)
     assert not never.exists()
 
@@ -185,7 +188,7 @@ def test_shard_truncated_mid_training_names_it_and_keeps_a_checkpoint(tmp_path):
     model = tmp_path / "model"
     # Deterministic input: no shuffle buffer reads the shard ahead, so steps run first.
     proc = stca("train", "--data", data, "--model-dir", model,
-                *sets(TINY_MODEL + FAST + ["train.deterministic=true", "train.steps=300"]))
+                *sets(TINY + FAST + ["train.deterministic=true", "train.steps=300"]))
     line = assert_user_error(proc, 3, f"{shard}: truncated record at",
                              "replace or remove the shard and rerun")
     step = int(re.search(r"training stopped at step (\d+)", line).group(1))
@@ -241,7 +244,7 @@ MODEL_CASES = {
         3, "--data: the eval split is empty"),
     "train_model_dir_is_a_file": (
         lambda w, t: ["train", "--data", w["data"], "--model-dir", _file(t),
-                      *sets(TINY_MODEL + FAST + ["train.steps=2"])],
+                      *sets(TINY + FAST + ["train.steps=2"])],
         4, "is a file, not a directory"),
     "evaluate_out_is_a_file": (
         lambda w, t: ["evaluate", "--data", w["data"], "--model-dir", w["model"],

@@ -2,17 +2,21 @@
 RLB vs point-wise comparison (benchmarks/run_results.py) equalises its step counts with."""
 from __future__ import annotations
 
+import pytest
 import tensorflow as tf
 
 from pipeline import config as config_lib
 from pipeline import input as input_lib
-from tests.records import TINY_MODEL, write_dataset
+from tests.helpers.model import tiny_overrides
+from tests.helpers.records import write_dataset
 
-RUN = TINY_MODEL + ["train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=32",
-                    "train.bucket_boundaries=[32]", "train.deterministic=true",
-                    "train.steps=5", "train.max_targets=4", "train.token_budget=256"]
+TINY = tiny_overrides(("click",))  # the tests' tiny model (tests/helpers/model.py)
+RUN = TINY + ["train.length.mode=fixed", "train.length.l_min=8", "train.length.l_max=32",
+              "train.bucket_boundaries=[32]", "train.deterministic=true",
+              "train.steps=5", "train.max_targets=4", "train.token_budget=256"]
 
 
+@pytest.mark.slow  # a training run through train.run (the loop `stca train` runs)
 def test_targets_seen_equals_the_valid_targets_of_the_batches_trained_on(tmp_path):
     from pipeline import train
     data = write_dataset(str(tmp_path / "data"), requests=64, targets=(1, 8))

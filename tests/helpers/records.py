@@ -1,10 +1,13 @@
-"""Small request-grouped TFRecord datasets for training tests, written with the real writer.
+"""Request-grouped TFRecords: small datasets for training tests, written with the real
+writer (write_dataset), and the records of a preprocessing run read back (read_records,
+parse_all).
 
-The label is learnable from the history: a target is positive when its author appears in
-the request's history (plus a little noise), so a working model's loss falls.
+write_dataset's label is learnable from the history: a target is positive when its author
+appears in the request's history (plus a little noise), so a working model's loss falls.
 """
 from __future__ import annotations
 
+import glob
 import os
 
 import numpy as np
@@ -54,7 +57,23 @@ def _request(rng, r, history, targets, tasks, authors) -> bytes:
         tgt_author_id=tgt_author.tolist(), labels={t: noisy.tolist() for t in tasks})
 
 
-# Tasks and model settings matching write_dataset, small enough for a CPU test in seconds.
-TINY_MODEL = ["data.schema.tasks=[click]", "model.d_model=16", "model.num_heads=2", "model.num_layers=2",
-              "model.item_buckets=5003", "model.author_buckets=1009", "model.user_buckets=101",
-              "model.head_width=32", "model.head_layers=1"]
+# The tasks of `stca synth` logs (the preprocessing tests' default schema).
+SYNTH_TASKS = ["click", "like", "finish"]
+
+
+def read_records(out_dir: str, split: str) -> list[bytes]:
+    """Every serialized record of one split (all shards, any compression)."""
+    data = []
+    for path in sorted(glob.glob(os.path.join(out_dir, split, "*.tfrecord*"))):
+        kind = "GZIP" if path.endswith(".gz") else ""
+        data += [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=kind)]
+    return data
+
+
+def parse_all(records: list[bytes], tasks=SYNTH_TASKS) -> list[dict]:
+    """Records -> list of dicts of Python ints / lists (through features.parse_example)."""
+    out = []
+    for data in records:
+        parsed = features.parse_example(tf.constant(data), tasks)
+        out.append({k: v.numpy().tolist() for k, v in parsed.items()})
+    return out

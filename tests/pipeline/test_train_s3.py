@@ -13,10 +13,14 @@ import time
 
 import pytest
 
-from tests.conftest import subprocess_env
-from tests.records import TINY_MODEL, write_dataset
+from tests.helpers.env import subprocess_env
+from tests.helpers.model import tiny_overrides
+from tests.helpers.records import write_dataset
 
 boto3 = pytest.importorskip("boto3", reason="boto3 (installed with moto) talks to the server")
+TINY = tiny_overrides(("click",))  # the tests' tiny model (tests/helpers/model.py)
+pytestmark = pytest.mark.slow  # a moto server and `stca` processes
+
 BUCKET = "stca-test"
 
 
@@ -66,8 +70,8 @@ def test_train_and_evaluate_from_s3(s3_server, tmp_path):
     client, env = s3_server
     _upload(client, write_dataset(str(tmp_path / "data"), requests=64), "data")
     data, model = f"s3://{BUCKET}/data", f"s3://{BUCKET}/model"
-    run = TINY_MODEL + ["train.steps=12", "train.checkpoint_every=5", "train.length.l_max=64",
-                        "train.length.l_min=8", "train.token_budget=1024", "train.max_targets=8"]
+    run = TINY + ["train.steps=12", "train.checkpoint_every=5", "train.length.l_max=64",
+                  "train.length.l_min=8", "train.token_budget=1024", "train.max_targets=8"]
     args = [a for o in run for a in ("--set", o)]
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", data,
                            "--model-dir", model, *args], capture_output=True, text=True,

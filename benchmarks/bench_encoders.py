@@ -37,57 +37,30 @@ skipped, and it is measured instead on the largest power-of-two number of
 (its targets share no work, so its cost is linear in the number of sequences). Such rows
 are marked "scaled"; if even one sequence does not fit, the row is "skipped".
 
-Writes benchmarks/results/bench_encoders.json (machine info, rows, aims) and a log-log plot
-benchmarks/results/bench_encoders.png.
+Writes benchmarks/results/bench_encoders.json (machine info, rows) and a log-log plot
+benchmarks/results/bench_encoders.png (report/plots.py), and prints every row and the aims
+of benchmarks/aims.yaml.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
-import os
 import pathlib
-import platform
-import subprocess
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import aims
+from common import (REPO, TASKS, fitting_sequences, machine_info, run_job, synthetic_batch,
+                    transformer_attention_bytes, write_json)
 
 ENCODERS = ("stca", "longer", "target_attention", "din", "transformer", "mean")
 RECOMPUTE_ENCODERS = ("stca", "longer")
 FULL_LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (256, 1024, 4096, 8192)
-TASKS = ("click", "like", "finish")
-REQUEST_TS = 1_700_000_000_000
 
 
 # --------------------------------------------------------------------------- worker
-def synthetic_batch(requests: int, length: int, targets: int, seed: int = 0):
-    import numpy as np
-    import tensorflow as tf
-    rng = np.random.default_rng(seed)
-    ages = np.cumsum(rng.integers(1_000, 3_600_000, size=(requests, length)), axis=1)
-    inputs = {
-        "user_id": rng.integers(1, 10**12, requests),
-        "request_ts": np.full(requests, REQUEST_TS),
-        "hist_item_id": rng.integers(1, 10**12, (requests, length)),
-        "hist_author_id": rng.integers(1, 10**6, (requests, length)),
-        "hist_action": rng.integers(0, 8, (requests, length)),
-        "hist_ts": REQUEST_TS - ages,
-        "hist_len": np.full(requests, length, np.int32),
-        "tgt_item_id": rng.integers(1, 10**12, (requests, targets)),
-        "tgt_author_id": rng.integers(1, 10**6, (requests, targets)),
-        "tgt_len": np.full(requests, targets, np.int32),
-    }
-    inputs = {k: tf.constant(v, tf.int32 if k.endswith("_len") else tf.int64)
-              for k, v in inputs.items()}
-    labels = {t: tf.constant(rng.integers(0, 2, (requests, targets)), tf.float32) for t in TASKS}
-    return inputs, labels
-
-
 def model_config(job: dict):
     """The benchmarked ModelConfig: defaults, the job's encoder / recompute / precision and
     the --longer-* overrides."""
@@ -163,18 +136,6 @@ def measure_serving(net, inputs, repeats: int) -> dict:
 
 
 # --------------------------------------------------------------------------- planning
-def transformer_attention_bytes(sequences: int, length: int, heads: int, layers: int) -> int:
-    """Score / softmax tensors alive in a training step: 2 stored per layer + 2 transient."""
-    return sequences * heads * (length + 1) ** 2 * 4 * (2 * layers + 2)
-
-
-def fitting_sequences(full: int, length: int, heads: int, layers: int,
-                      limit: float) -> list[int]:
-    """Powers of two below `full` (and dividing it) whose transformer attention fits `limit`."""
-    return [s for s in (2**i for i in range(12)) if s < full and full % s == 0
-            and transformer_attention_bytes(s, length, heads, layers) <= limit]
-
-
 def plan_jobs(args) -> list[dict]:
     from pipeline.config import ModelConfig
     cfg = ModelConfig()
@@ -213,36 +174,7 @@ def plan_jobs(args) -> list[dict]:
     return jobs
 
 
-def run_job(job: dict, timeout: float, script: str = __file__) -> dict:
-    """Runs `script --worker JOB_JSON` in a fresh process; its last stdout line is the result."""
-    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true", TF_CPP_MIN_LOG_LEVEL="2",
-               TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(REPO))
-    try:
-        out = subprocess.run([sys.executable, script, "--worker", json.dumps(job)],
-                             env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip()
-                else f"exit {out.returncode}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 # --------------------------------------------------------------------------- reporting
-def machine_info() -> dict:
-    import tensorflow as tf
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "load_average_at_start": list(os.getloadavg())}
-
-
 def finish_row(job: dict, result: dict) -> dict:
     from model.flops import encoder_flops
     row = {k: job[k] for k in ("encoder", "length", "recompute", "requests", "targets", "scale")}
@@ -260,117 +192,8 @@ def finish_row(job: dict, result: dict) -> dict:
     return row
 
 
-def find(rows, encoder, length, recompute=False):
-    for row in rows:
-        if (row["encoder"], row["length"], row["recompute"]) == (encoder, length, recompute) \
-                and "step_s" in row:
-            return row
-    return None
-
-
-def aims(rows) -> dict:
-    out = {}
-    a, b = find(rows, "stca", 1024), find(rows, "stca", 8192)
-    if a and b:
-        ratio = b["step_s"] / a["step_s"]
-        out["stca_time_8192_over_1024"] = {"value": ratio, "aim": "<= 10", "met": ratio <= 10}
-    s, t = find(rows, "stca", 4096), find(rows, "transformer", 4096)
-    if s and t:
-        ratio = t["step_s"] / s["step_s"]
-        out["transformer_over_stca_time_at_4096"] = {
-            "value": ratio, "aim": ">= 8", "met": ratio >= 8,
-            "transformer_scaled": t["scale"] != 1.0}
-    plain, rc = find(rows, "stca", 4096), find(rows, "stca", 4096, True)
-    if plain and rc and plain.get("step_peak_bytes") and rc.get("step_peak_bytes"):
-        cut = 1 - rc["step_peak_bytes"] / plain["step_peak_bytes"]
-        extra = rc["step_s"] / plain["step_s"] - 1
-        out["recompute_peak_memory_cut_at_4096"] = {"value": cut, "aim": ">= 0.35",
-                                                    "met": cut >= 0.35}
-        out["recompute_extra_step_time_at_4096"] = {"value": extra, "aim": "<= 0.40",
-                                                    "met": extra <= 0.40}
-    a, b = find(rows, "longer", 1024), find(rows, "longer", 8192)
-    if a and b:
-        ratio = b["step_s"] / a["step_s"]
-        out["longer_time_8192_over_1024"] = {"value": ratio, "aim": "<= 10", "met": ratio <= 10}
-    s, lo = find(rows, "stca", 8192), find(rows, "longer", 8192)
-    if s and lo:
-        ratio = lo["step_s"] / s["step_s"]
-        out["longer_over_stca_time_at_8192"] = {"value": ratio, "aim": "<= 1",
-                                                "met": ratio <= 1}
-        if s.get("cache_bytes_per_user") and lo.get("cache_bytes_per_user"):
-            ratio = lo["cache_bytes_per_user"] / s["cache_bytes_per_user"]
-            out["longer_over_stca_cache_per_user_at_8192"] = {"value": ratio, "aim": "<= 0.5",
-                                                              "met": ratio <= 0.5}
-    return out
-
-
 def label(row) -> str:
     return row["encoder"] + (" +recompute" if row["recompute"] else "")
-
-
-def table(rows) -> str:
-    lines = ["| encoder | L | step (s) | vs STCA | step peak (MiB) | maxrss (MiB) | GFLOP/s "
-             "| encode (ms) | score (ms) | cache/user (KiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        if "step_s" not in row:
-            reason = row.get("skipped") or row.get("error", "?")
-            lines.append(f"| {label(row)} | {row['length']} | skipped: {reason} "
-                         "| | | | | | | |")
-            continue
-        serving = "| | | "
-        if "score_candidates_s" in row:
-            serving = (f"| {1e3 * row['encode_user_s']:.1f} "
-                       f"| {1e3 * row['score_candidates_s']:.1f} "
-                       f"| {row['cache_bytes_per_user'] / 2**10:.0f} ")
-        stca = find(rows, "stca", row["length"])
-        ratio = f"{row['step_s'] / stca['step_s']:.2f}x" if stca else ""
-        peak = row.get("step_peak_bytes")
-        peak = f"{peak / 2**20:.0f}" if peak is not None else "n/a"
-        if row["scale"] != 1.0:
-            peak += f" (on {row['requests'] * row['targets']} seq)"
-        scaled = f" (scaled x{row['scale']:.0f})" if row["scale"] != 1.0 else ""
-        lines.append(f"| {label(row)} | {row['length']} | {row['step_s']:.3f}{scaled} | {ratio} "
-                     f"| {peak} | {row['maxrss_bytes'] / 2**20:.0f} "
-                     f"| {row['achieved_gflops']:.1f} {serving}|")
-    return "\n".join(lines)
-
-
-def plot(rows, path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    series = {}
-    for row in rows:
-        if "step_s" in row:
-            series.setdefault(label(row), []).append(row)
-    for name, points in series.items():
-        points.sort(key=lambda r: r["length"])
-        lengths = [r["length"] for r in points]
-        left.plot(lengths, [r["step_s"] for r in points], marker="o", label=name,
-                  linestyle="--" if "recompute" in name else "-")
-        scaled = [r for r in points if r["scale"] != 1.0]
-        if scaled:
-            left.scatter([r["length"] for r in scaled], [r["step_s"] for r in scaled],
-                         facecolors="none", edgecolors="black", s=90, zorder=3)
-        peaks = [(r["length"], r["step_peak_bytes"] / 2**20) for r in points
-                 if r.get("step_peak_bytes") and r["scale"] == 1.0]
-        if peaks:
-            right.plot(*zip(*peaks), marker="o", label=name,
-                       linestyle="--" if "recompute" in name else "-")
-    for ax, title, unit in ((left, "training step time (circled: transformer time scaled "
-                                   "from fewer sequences)", "seconds"),
-                            (right, "peak memory of one training step", "MiB")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("history length L")
-        ax.set_ylabel(unit)
-        ax.set_title(title, fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 # --------------------------------------------------------------------------- main
@@ -431,7 +254,7 @@ def main(argv=None) -> int:
     best, times, started = [None] * len(jobs), [[] for _ in jobs], time.time()
     for run in range(1, args.runs + 1):
         for i, job in enumerate(jobs):
-            row = finish_row(job, {} if "skipped" in job else run_job(job, args.timeout))
+            row = finish_row(job, {} if "skipped" in job else run_job(__file__, job, args.timeout))
             previous = best[i]
             if previous is None or ("step_s" in row and (
                     "step_s" not in previous or row["step_s"] < previous["step_s"])):
@@ -451,15 +274,12 @@ def main(argv=None) -> int:
                   "model": "defaults: d_model=64, num_heads=4, num_layers=3, rankmixer head",
                   "longer": args.longer, "runs": args.runs,
                   "max_attention_gb": args.max_attention_gb},
-              "wall_seconds": time.time() - started, "rows": rows, "aims": aims(rows)}
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    plot(rows, out.with_suffix(".png"))
-    print(table(rows))
-    for name, aim in report["aims"].items():
-        verdict = "met" if aim["met"] else "NOT met"
-        print(f"{name}: {aim['value']:.3f} (aim {aim['aim']}: {verdict})")
+              "wall_seconds": time.time() - started, "rows": rows}
+    out = write_json(report, args.out)
+    from report import macro, plots
+    plots.bench_encoders(rows, out.with_suffix(".png"))
+    print(macro("sections/bench_encoders.md.j2", "detail", rows))
+    aims.print_rows(aims.check("bench_encoders", report))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

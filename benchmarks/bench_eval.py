@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import common
+from common import BEFORE_COMMIT, source_tree, write_result
 
-import bench_train  # noqa: E402  (BEFORE_COMMIT, source_tree, write_result)
+REPO = str(common.REPO)
 
 
 def evaluate_once(tree: str, model_dir: str, data: str, lengths: str, max_requests: int,
@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--before-commit", default=bench_train.BEFORE_COMMIT)
+    ap.add_argument("--before-commit", default=BEFORE_COMMIT)
     ap.add_argument("--lengths", action="append", help="comma-separated; repeatable")
     ap.add_argument("--max-requests", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=1)
@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
                                                   "bench_eval.json"))
     args = ap.parse_args(argv)
     model_dir, data = os.path.abspath(args.model_dir), os.path.abspath(args.data)
-    trees = {"before": bench_train.source_tree(
+    trees = {"before": source_tree(
         args.before_commit, os.path.join(args.workdir, "before_tree")), "after": REPO}
     load_start = os.getloadavg()
     rows = []
@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
               "before_commit": args.before_commit, "model_dir": os.path.relpath(model_dir, REPO),
               "data": os.path.relpath(data, REPO), "max_requests": args.max_requests,
               "rounds": args.rounds, "rows": rows}
-    return bench_train.write_result(result, args.out, load_start)
+    return write_result(result, args.out, load_start)
 
 
 if __name__ == "__main__":

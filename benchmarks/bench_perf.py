@@ -5,7 +5,7 @@
 
 Model: STCA at d_model=128 (4 heads, 3 layers, RankMixer head, 3 tasks), float32, Adam
 (the train.optimizer default) with clip_norm 1, on synthetic request batches (--requests
-requests x 16 targets, full histories of L events) from bench_encoders.synthetic_batch.
+requests x 16 targets, full histories of L events) from common.synthetic_batch.
 Compared ways run in one process and take turns step by step (round robin), so load from
 other jobs hits all of them alike. Each way keeps its fastest round (other jobs only slow
 a call down; medians are in the JSON too); ratios are of those.
@@ -16,7 +16,7 @@ a call down; medians are in the JSON too); ratios are of those.
               FLOPs (model/flops.py) / step time, as a fraction of matmul
   transformer STCA vs model.encoder=transformer (same d, heads, layers); above
               --max-attention-gb the transformer runs on fewer (request, target) sequences
-              and its time is scaled linearly (bench_encoders.fitting_sequences)
+              and its time is scaled linearly (common.fitting_sequences)
   rlb         the same STCA model, request-grouped (history once per request, 16 targets)
               vs point-wise (model.rlb=false: 16 one-target copies of each request);
               targets per second, XLA off and on
@@ -31,16 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import sys
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import bench_encoders as be  # noqa: E402
+import aims
+from common import (REPO, TASKS, fitting_sequences, machine_info, run_job, synthetic_batch,
+                    transformer_attention_bytes, write_json)
 
 D_MODEL, TARGETS = 128, 16
 
@@ -60,7 +57,7 @@ def train_step_fn(cfg, jit: bool = False, optimizer: str = "adam"):
     from model import build_model
     from pipeline.config import TrainConfig
     from pipeline.train import make_optimizer
-    net = build_model(cfg, be.TASKS, clip_norm=1.0)
+    net = build_model(cfg, TASKS, clip_norm=1.0)
     train = TrainConfig(optimizer=optimizer, learning_rate=1e-3, warmup_steps=0, decay="none")
     net.compile(optimizer=make_optimizer(train, cfg.precision))
     net.optimizer.build(net.trainable_variables)
@@ -106,7 +103,7 @@ def worker(job: dict) -> dict:
                  "jit": train_step_fn(model_cfg(), jit=True),
                  "default": train_step_fn(model_cfg(), jit=True, optimizer="lazy_adam")}
         for length in job["lengths"]:
-            batch = be.synthetic_batch(requests, length, TARGETS)
+            batch = synthetic_batch(requests, length, TARGETS)
             for way, fn in steps.items():
                 ways[f"{way}@{length}"] = _step(fn, batch)
         # At the largest L: bfloat16 compute, and lazy Adam alone (XLA off).
@@ -114,20 +111,20 @@ def worker(job: dict) -> dict:
         ways["lazy_adam"] = _step(train_step_fn(model_cfg(), optimizer="lazy_adam"), batch)
         return round_robin(ways, rounds)
     if section == "transformer":
-        return round_robin({"stca": _step(train_step_fn(model_cfg()), be.synthetic_batch(
+        return round_robin({"stca": _step(train_step_fn(model_cfg()), synthetic_batch(
                                 requests, job["length"], TARGETS)),
                             "transformer": _step(train_step_fn(model_cfg("transformer")),
-                                                 be.synthetic_batch(1, job["length"],
+                                                 synthetic_batch(1, job["length"],
                                                                     job["sequences"]))}, rounds)
     if section == "rlb":
-        batch = be.synthetic_batch(requests, job["length"], TARGETS)
+        batch = synthetic_batch(requests, job["length"], TARGETS)
         return round_robin({f"{name}{'_xla' if jit else ''}": _step(
             train_step_fn(model_cfg(rlb=name == "rlb"), jit=jit), batch)
             for jit in (False, True) for name in ("rlb", "pointwise")}, rounds)
     if section == "profile":
         import tensorflow as tf
         import profile_ops
-        step = _step(train_step_fn(model_cfg()), be.synthetic_batch(requests, job["length"],
+        step = _step(train_step_fn(model_cfg()), synthetic_batch(requests, job["length"],
                                                                     TARGETS))
         step(), step()
         with tempfile.TemporaryDirectory() as logdir:
@@ -142,11 +139,11 @@ def worker(job: dict) -> dict:
 # --------------------------------------------------------------------------- driver side
 def train_flops(cfg, length: int, requests: int, targets: int) -> float:
     from model.flops import encoder_flops
-    return 3.0 * requests * encoder_flops(cfg, length, targets, len(be.TASKS))["total"]
+    return 3.0 * requests * encoder_flops(cfg, length, targets, len(TASKS))["total"]
 
 
 def run(job: dict, timeout: float) -> dict:
-    result = be.run_job(job, timeout, script=__file__)
+    result = run_job(__file__, job, timeout)
     if "error" in result:
         raise RuntimeError(f"section {job['section']} failed: {result['error']}")
     return result
@@ -175,8 +172,8 @@ def measure(args) -> dict:
     for length in args.transformer_lengths:
         full = args.requests * TARGETS
         limit = args.max_attention_gb * 2**30
-        fits = ([full] if be.transformer_attention_bytes(full, length, heads, layers) <= limit
-                else be.fitting_sequences(full, length, heads, layers, limit))
+        fits = ([full] if transformer_attention_bytes(full, length, heads, layers) <= limit
+                else fitting_sequences(full, length, heads, layers, limit))
         if not fits:
             report["transformer"].append({"L": length, "skipped": "one sequence does not fit"})
             continue
@@ -240,31 +237,6 @@ def measure(args) -> dict:
     return report
 
 
-def aims(report) -> dict:
-    out = {}
-    top = next((r for r in report["flops"] if r["L"] == 4096), None)
-    if top:
-        for way in ("plain", "jit", "default"):
-            if way in top:
-                value = top[way]["fraction"]
-                aim = 0.50 if way == "default" else 0.40
-                out[f"stca_flop_fraction_at_4096_{way}"] = {
-                    "value": value, "aim": f">= {aim:.2f}", "met": value >= aim}
-    rows = [r for r in report["transformer"] if "ratio" in r]
-    at = next((r for r in rows if r["L"] == 4096), None)
-    if at:
-        out["transformer_over_stca_at_4096"] = {"value": at["ratio"], "aim": ">= 10",
-                                                "met": at["ratio"] >= 10}
-        grows = all(a["ratio"] < b["ratio"] for a, b in zip(rows, rows[1:]))
-        out["transformer_gap_grows_with_L"] = {"value": [r["ratio"] for r in rows],
-                                               "aim": "increasing", "met": grows}
-    for key, rlb in (("", report["rlb"]), ("_xla", report["rlb"].get("xla"))):
-        if rlb:
-            out[f"rlb_over_pointwise_targets_per_s{key}"] = {
-                "value": rlb["ratio"], "aim": ">= 4", "met": rlb["ratio"] >= 4}
-    return out
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -289,7 +261,7 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    started, info = time.time(), be.machine_info()
+    started, info = time.time(), machine_info()
     report = {"command": " ".join(["python", "benchmarks/bench_perf.py"] + (argv or sys.argv[1:])),
               "machine": info, "quick": args.quick,
               "workload": {"d_model": D_MODEL, "num_heads": model_cfg().num_heads,
@@ -297,21 +269,17 @@ def main(argv=None) -> int:
                            "targets_per_request": TARGETS, "requests_per_step": args.requests,
                            "optimizer": "adam (plain, jit); lazy_adam (default)",
                            "precision": "float32", "rounds": args.rounds,
-                           "tasks": list(be.TASKS)}}
+                           "tasks": list(TASKS)}}
     report.update(measure(args))
-    report["aims"] = aims(report)
     report["machine"]["load_average_at_end"] = list(os.getloadavg())
     report["wall_seconds"] = time.time() - started
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    import perf_doc
-    import perf_plot
-    perf_plot.plot(report, out.with_suffix(".png"))
-    for title, text in perf_doc.perf_sections(report).items():
-        print(f"\n[{title}]\n{text}")
-    for name, aim in report["aims"].items():
-        print(f"{name}: {aim['value']} (aim {aim['aim']}: {'met' if aim['met'] else 'NOT met'})")
+    out = write_json(report, args.out)
+    report = json.loads(out.read_text())  # as the report reads it (string keys)
+    from report import macro, plots
+    plots.bench_perf(report, out.with_suffix(".png"))
+    for section in ("flops", "transformer", "rlb", "optimizations", "profile"):
+        print(f"\n[{section}]\n{macro('sections/bench_perf.md.j2', section, report)}")
+    aims.print_rows(aims.check("bench_perf", report))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

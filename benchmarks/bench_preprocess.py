@@ -22,26 +22,24 @@ adds to the JSON each tree's seconds per run, the median events/s and the speedu
 from __future__ import annotations
 
 import argparse
-import datetime
 import glob
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import pipeline  # noqa: F401  (environment for TensorFlow)
+from beam_jobs import preprocess
+from pipeline import config as config_lib
+from pipeline import synth
 
-import pipeline  # noqa: E402,F401  (environment for TensorFlow)
-from beam_jobs import preprocess  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from pipeline import synth  # noqa: E402
+import common
+from common import write_result
 
-RESULTS = os.path.join(REPO, "benchmarks", "results")
+REPO = str(common.REPO)
 EVENTS_MEDIAN, EVENTS_SIGMA = 2000, 0.5
 MEAN_EVENTS_PER_USER = 2266        # exp(sigma^2 / 2) * median, before clipping
 MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -67,12 +65,12 @@ def _output_bytes(out_dir: str) -> int:
                for p in glob.glob(os.path.join(out_dir, split, "*.tfrecord*")))
 
 
-# Runs preprocess.run of the source tree given as argv[1] (its own process, so it imports
-# that tree's code) and prints the stats as the last line of stdout.
+# Runs preprocess.run of the source tree given as argv[1] (its own process, started in
+# that tree with it on PYTHONPATH, so it imports that tree's code) and prints the stats as
+# the last line of stdout.
 _RUN_TREE = """
 import json, logging, sys
 tree, overrides, input_glob, out, beam_args = json.loads(sys.argv[1])
-sys.path.insert(0, tree)
 import pipeline
 from beam_jobs import preprocess
 from pipeline import config as config_lib
@@ -198,7 +196,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--events", type=int, help="override the number of events")
     parser.add_argument("--no-multi-process", action="store_true")
     parser.add_argument("--workdir", default="runs/bench_preprocess")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "bench_preprocess.json"))
+    parser.add_argument("--out", default=str(common.RESULTS / "bench_preprocess.json"))
     parser.add_argument("--bytes-cases", default=",".join(map(str, range(len(BYTES_CASES)))),
                         help="comma-separated indices into BYTES_CASES (default: all; "
                              "empty: none)")
@@ -212,12 +210,9 @@ def main(argv=None) -> dict:
     modes = ["in_memory"] + ([] if args.no_multi_process else ["multi_processing"])
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir, exist_ok=True)
-
+    load_start = os.getloadavg()
     report = {
         "benchmark": "bench_preprocess", "quick": args.quick,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "processor": platform.processor()},
         "data": {"max_history": config_lib.DataConfig().max_history,
                  "events_median": EVENTS_MEDIAN, "events_sigma": EVENTS_SIGMA},
         "throughput": throughput(args.workdir, events, modes, args.compare_to, args.repeats),
@@ -245,11 +240,8 @@ def main(argv=None) -> dict:
                     f"(mean {b['mean_targets']})"
             print(f"{label:<20}{b['history_mean']:>10.0f}  {c:<13}{b[c]['request']:>10.1f}"
                   f"{b[c]['pointwise']:>12.1f}{b[c]['ratio']:>8.2f}")
-    path = args.out
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwrote {path}")
+    write_result(report, args.out, load_start)
+    print(f"\nwrote {args.out}")
     return report
 
 

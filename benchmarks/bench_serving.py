@@ -1,72 +1,83 @@
-"""Serving latency of the exported SavedModel: shared user side vs per-candidate copies.
+"""Serving latency of the exported SavedModel, this code beside the code before the change.
 
     .venv/bin/python benchmarks/bench_serving.py          # L: 1024, 4096, 10240; m: 64, 256, 1024
     .venv/bin/python benchmarks/bench_serving.py --quick  # L: 1024, 4096; m: 64, 256
 
 The default model (d=64, 4 heads, 3 layers, RankMixer head, 3 tasks), freshly initialised
 (latency does not depend on the weights), is exported by `serving.export.export_model`
-twice (float32 and bfloat16 cache) and loaded in this process with tf.saved_model.load;
-each signature is called directly (no RPC, no JSON/proto encoding). One request (B=1)
-with a full history of L events and m candidates, built by the client's request builders.
-After --warmup calls of each way, --repeats timed calls of each give p50 and p99 (with 20
-repeats p99 is close to the maximum); the ways take turns call by call, so load from
-other processes on a shared machine affects all of them alike.
+of two source trees, each in its own process: this checkout (float32 and bfloat16
+cache) and the code of BEFORE_COMMIT (`common.BEFORE_COMMIT`: STCA's reordered attention
+everywhere and an X~ cache). All SavedModels are loaded in this process with
+tf.saved_model.load and each signature is called directly (no RPC, no JSON/proto
+encoding). One request (B=1) with a full history of L events and m candidates, built by
+the client's request builders. After --warmup calls of each way, --repeats timed calls
+give p50 and p99; the ways take turns call by call, so load from other processes on a
+shared machine affects all of them alike.
 
-Ways to score the m candidates of one request:
-  serving_default   one call with all m candidates (user side computed once, shared)
+Ways to score the m candidates of one request (after = this code, before = BEFORE_COMMIT):
+  serving_default   one call with all m candidates (user side computed once, shared);
+                    after: the attention form the FLOP model picks for m (model/flops.py)
   encode+score      encode_user once, then score_candidates in chunks of --chunk (128):
-                    the per-request total of a cold user
+                    the per-request total of a cold user (after)
   cached            only the score_candidates chunks: a user already in the cache
-  cached bf16       the same with a bfloat16 cache
-  sd chunks         serving_default per chunk of --chunk candidates, no cache: what
-                    chunked scoring costs when every chunk recomputes the user side
+  cached bf16       the same with a bfloat16 cache (after)
   no sharing        the point-wise baseline: every candidate with its own copy of the
                     history (serving_default on a batch of m one-candidate requests, in
                     calls of --copy-budget history tokens). Above --max-copies copies the
                     time is measured on that many and scaled linearly to m (every copy is
-                    the same work), marked "scaled".
+                    the same work), marked "scaled" (after).
 
-Also reported: cache bytes per user (float32 and bfloat16) and the time to build the gRPC
+Also reported: cache bytes per user (before float32 X~; after float32 and bfloat16 K / V),
+the FLOP bound of each ratio (model/flops.py), and the time to build the gRPC
 PredictRequest of one score_candidates chunk (the cache travels with every chunk call).
-Writes benchmarks/results/bench_serving.json and bench_serving.png.
+Writes benchmarks/results/bench_serving.json and bench_serving.png (report/plots.py).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
+import aims as aims_lib
+from common import BEFORE_COMMIT, REPO, RESULTS, machine_info, source_tree
+from report import plots
 
-import pipeline  # noqa: E402,F401
-from bench_encoders import machine_info  # noqa: E402  (one machine description for all)
-
-RESULTS = REPO / "benchmarks" / "results"
 FULL = ((1024, 4096, 10240), (64, 256, 1024))
 QUICK = ((1024, 4096), (64, 256))
-AIM_L, AIM_M = 4096, 256
-AIM_CACHED, AIM_SHARING = 5.0, 20.0
+
+# Run in a source tree's own process (cwd first on sys.path): exports the default model.
+EXPORT_SNIPPET = """
+import json, sys
+import pipeline
+from model import build_model
+from pipeline import config as config_lib
+from serving import export as export_lib
+cfg = config_lib.Config().validate()
+model = build_model(cfg.model, cfg.tasks)
+paths = {}
+for dtype in sys.argv[2].split(","):
+    cfg.export.cache_dtype = dtype
+    paths[dtype] = export_lib.export_model(model, cfg, sys.argv[1] + "/" + dtype)["path"]
+print(json.dumps(paths))
+"""
 
 
-def export_default(base: str):
-    """Default-size model, freshly initialised, exported with both cache dtypes."""
-    from model import build_model
-    from pipeline import config as config_lib
-    from serving import export as export_lib
-    cfg = config_lib.Config().validate()
-    model = build_model(cfg.model, cfg.tasks)
-    paths = {}
-    for dtype in ("float32", "bfloat16"):
-        cfg.export.cache_dtype = dtype
-        paths[dtype] = export_lib.export_model(model, cfg, base)["path"]
-    return cfg, paths
+def export_tree(tree: str, base: str, dtypes: tuple) -> dict:
+    """{cache dtype: version dir} of the default model exported by the code in `tree`."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=tree)
+    out = subprocess.run([sys.executable, "-c", EXPORT_SNIPPET, base, ",".join(dtypes)],
+                         cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"export in {tree} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def timed(fn, warmup: int, repeats: int) -> list[float]:
@@ -84,7 +95,25 @@ def pct(times: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(times) * 1e3, q))
 
 
+def flop_bounds(cfg, length: int, m: int) -> dict:
+    """Forward FLOPs of each way (model/flops.py) and the ratios they bound."""
+    from model.flops import encoder_flops
+    tasks = len(cfg.tasks)
+
+    def total(form):
+        model_cfg = dataclasses.replace(cfg.model, attention_form=form)
+        return encoder_flops(model_cfg, length, m, tasks)
+
+    before, after, projected = total("reordered"), total("auto"), total("projected")
+    cached = m * projected["per_target"]  # the cache holds projected K / V
+    return {"before_serving_default": before["total"], "serving_default": after["total"],
+            "cached": cached, "before_cached": m * before["per_target"],
+            "serving_default_speedup_bound": before["total"] / after["total"],
+            "cached_speedup_bound": after["total"] / cached}
+
+
 def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
+    """fns: {"before": {dtype: signatures}, "after": {dtype: signatures}}."""
     import tensorflow as tf
     from pipeline import features
     from serving import requests as req
@@ -103,24 +132,16 @@ def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
         for v in out.values():
             v.numpy()
 
-    f32, b16 = fns["float32"], fns["bfloat16"]
-    cache32 = f32["encode_user"](**user)
-    cache16 = b16["encode_user"](**user)
-
-    def serving_default():
-        sync(f32["serving_default"](**const))
+    before, f32, b16 = fns["before"]["float32"], fns["after"]["float32"], fns["after"]["bfloat16"]
+    caches = {"before": before["encode_user"](**user), "float32": f32["encode_user"](**user),
+              "bfloat16": b16["encode_user"](**user)}
 
     def score_chunks(sig, cache):
         for chunk in chunks:
             sync(sig["score_candidates"](**cache, **chunk))
 
-    def serving_default_chunks():
-        for chunk in chunks:
-            sync(f32["serving_default"](**user, **chunk))
-
     def encode_and_score():
-        cache = f32["encode_user"](**user)
-        score_chunks(f32, cache)
+        score_chunks(f32, f32["encode_user"](**user))
 
     copies_per_call = max(1, args.copy_budget // length)
     measured = min(m, args.max_copies)
@@ -139,11 +160,13 @@ def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
             sync(f32["serving_default"](**batch))
 
     row = {"L": length, "m": m, "chunk": args.chunk}
-    methods = [("serving_default", serving_default, args.repeats),
+    methods = [("before_serving_default", lambda: sync(before["serving_default"](**const)),
+                args.repeats),
+               ("before_cached", lambda: score_chunks(before, caches["before"]), args.repeats),
+               ("serving_default", lambda: sync(f32["serving_default"](**const)), args.repeats),
                ("encode+score", encode_and_score, args.repeats),
-               ("cached", lambda: score_chunks(f32, cache32), args.repeats),
-               ("cached_bf16", lambda: score_chunks(b16, cache16), args.repeats),
-               ("sd_chunks", serving_default_chunks, max(2, args.repeats // 2)),
+               ("cached", lambda: score_chunks(f32, caches["float32"]), args.repeats),
+               ("cached_bf16", lambda: score_chunks(b16, caches["bfloat16"]), args.repeats),
                ("no_sharing", no_sharing, max(2, args.repeats // 5))]
     for name, fn, _ in methods:
         timed(fn, args.warmup if name != "no_sharing" else 1, 0)
@@ -159,75 +182,67 @@ def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
                      "p99_ms": pct(times[name], 99) * scale, "repeats": repeats}
     row["no_sharing"].update(scaled=measured < m, measured_copies=measured,
                              copies_per_call=copies_per_call)
-    row["cache_bytes"] = {"float32": int(sum(v.numpy().nbytes for v in cache32.values())),
-                          "bfloat16": int(sum(v.numpy().nbytes for v in cache16.values()))}
-    numpy_cache = {k: v.numpy() for k, v in cache32.items()}
+    def nbytes(cache, floats_only=False):
+        return int(sum(v.numpy().nbytes for v in cache.values()
+                       if v.dtype.is_floating or not floats_only))
+
+    row["cache_bytes"] = {"before_float32": nbytes(caches["before"]),
+                          "float32": nbytes(caches["float32"]),
+                          "bfloat16": nbytes(caches["bfloat16"])}
+    # The float entries only (what export.cache_dtype changes; IDs and lengths stay int).
+    row["cache_float_bytes"] = {"before_float32": nbytes(caches["before"], True),
+                                "float32": nbytes(caches["float32"], True),
+                                "bfloat16": nbytes(caches["bfloat16"], True)}
+    numpy_cache = {k: v.numpy() for k, v in caches["float32"].items()}
     chunk_np = {k: v.numpy() for k, v in chunks[0].items()}
     proto = timed(lambda: req.grpc_request("stca", "score_candidates",
                                            {**numpy_cache, **chunk_np}).SerializeToString(),
                   1, 5)
     row["grpc_chunk_request_ms"] = pct(proto, 50)
-    from model.flops import encoder_flops
-    flops = encoder_flops(cfg.model, length, m, len(cfg.tasks))
-    targets = m * flops["per_target"]
-    # A cache can at most remove the user side: (user + targets) / targets.
-    row["flops"] = {"user": flops["user"], "per_target": flops["per_target"],
-                    "cached_speedup_bound": (flops["user"] + targets) / targets}
+    row["flops"] = flop_bounds(cfg, length, m)
+    row["attention_form"] = _form(cfg, m)
     p50 = lambda k: row[k]["p50_ms"]  # noqa: E731
     row["ratios"] = {
+        "before_serving_default / serving_default":
+            p50("before_serving_default") / p50("serving_default"),
         "serving_default / cached": p50("serving_default") / p50("cached"),
+        "before_serving_default / before_cached":
+            p50("before_serving_default") / p50("before_cached"),
+        "before_cached / cached": p50("before_cached") / p50("cached"),
+        "cached / cached_bf16": p50("cached") / p50("cached_bf16"),
         "encode+score / serving_default": p50("encode+score") / p50("serving_default"),
         "no_sharing / serving_default": p50("no_sharing") / p50("serving_default"),
-        "no_sharing / cached": p50("no_sharing") / p50("cached"),
-        "sd_chunks / encode+score": p50("sd_chunks") / p50("encode+score"),
     }
     return row
 
 
+def _form(cfg, m: int) -> str:
+    from model.flops import stca_attention_form
+    return stca_attention_form(cfg.model, m)
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| L | m | serving_default p50 / p99 ms | encode+score p50 / p99 | cached p50 / p99 "
-            "| cached bf16 p50 | sd chunks p50 | no sharing p50 | sd / cached "
-            "| no sharing / sd | sd / cached FLOP bound | cache f32 / bf16 MB |\n|" + "---|" * 12)
+    head = ("| L | m | sd before p50 ms | sd after p50 / p99 ms | sd before / after (FLOP bound) "
+            "| cached before | cached after p50 / p99 | cached bf16 | sd / cached after "
+            "(FLOP bound) | sd / cached before | encode+score | no sharing / sd "
+            "| cache MB before / f32 / bf16 |\n|" + "---|" * 13)
     lines = [head]
     for r in rows:
-        ns = f"{r['no_sharing']['p50_ms']:.0f}" + (" (scaled)" if r["no_sharing"]["scaled"]
-                                                    else "")
+        ratio, flops = r["ratios"], r["flops"]
         lines.append(
-            f"| {r['L']} | {r['m']} | {r['serving_default']['p50_ms']:.1f} / "
-            f"{r['serving_default']['p99_ms']:.1f} | {r['encode+score']['p50_ms']:.1f} / "
-            f"{r['encode+score']['p99_ms']:.1f} | {r['cached']['p50_ms']:.1f} / "
+            f"| {r['L']} | {r['m']} | {r['before_serving_default']['p50_ms']:.1f} | "
+            f"{r['serving_default']['p50_ms']:.1f} / {r['serving_default']['p99_ms']:.1f} | "
+            f"{ratio['before_serving_default / serving_default']:.2f}x "
+            f"({flops['serving_default_speedup_bound']:.2f}x) | "
+            f"{r['before_cached']['p50_ms']:.1f} | {r['cached']['p50_ms']:.1f} / "
             f"{r['cached']['p99_ms']:.1f} | {r['cached_bf16']['p50_ms']:.1f} | "
-            f"{r['sd_chunks']['p50_ms']:.1f} | {ns} | "
-            f"{r['ratios']['serving_default / cached']:.2f}x | "
-            f"{r['ratios']['no_sharing / serving_default']:.1f}x | "
-            f"{r['flops']['cached_speedup_bound']:.2f}x | "
+            f"{ratio['serving_default / cached']:.2f}x ({flops['cached_speedup_bound']:.2f}x) | "
+            f"{ratio['before_serving_default / before_cached']:.2f}x | "
+            f"{r['encode+score']['p50_ms']:.1f} | "
+            f"{ratio['no_sharing / serving_default']:.1f}x | "
+            f"{r['cache_bytes']['before_float32'] / 1e6:.2f} / "
             f"{r['cache_bytes']['float32'] / 1e6:.2f} / {r['cache_bytes']['bfloat16'] / 1e6:.2f} |")
     return "\n".join(lines)
-
-
-def plot(rows: list[dict], path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    lengths = sorted({r["L"] for r in rows})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(5 * len(lengths), 4), squeeze=False)
-    for ax, length in zip(axes[0], lengths):
-        sub = sorted((r for r in rows if r["L"] == length), key=lambda r: r["m"])
-        ms = [r["m"] for r in sub]
-        for key, label in (("no_sharing", "no sharing (per-candidate history)"),
-                           ("serving_default", "serving_default (shared)"),
-                           ("encode+score", "encode_user + score chunks"),
-                           ("cached", "cached user: score chunks only"),
-                           ("cached_bf16", "cached user, bf16 cache"),
-                           ("sd_chunks", "serving_default per chunk, no cache")):
-            ax.plot(ms, [r[key]["p50_ms"] for r in sub], marker="o", label=label)
-        ax.set(xscale="log", yscale="log", xlabel="candidates m", ylabel="p50 latency (ms)",
-               title=f"L = {length}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("STCA serving latency per request (d=64, h=4, N=3, in-process SavedModel)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> int:
@@ -240,62 +255,59 @@ def main(argv=None) -> int:
                         help="history tokens per no-sharing call (memory bound)")
     parser.add_argument("--max-copies", type=int, default=64,
                         help="no-sharing copies measured; more are scaled linearly")
+    parser.add_argument("--before", default=BEFORE_COMMIT,
+                        help="commit whose code is measured as 'before'")
     parser.add_argument("--out", default=str(RESULTS / "bench_serving.json"))
     args = parser.parse_args(argv)
     lengths, ms = QUICK if args.quick else FULL
     args.repeats = args.repeats or (5 if args.quick else 20)
     import tensorflow as tf
+    import pipeline  # noqa: F401  (the Keras environment, before TensorFlow models load)
+    from pipeline import config as config_lib
+    cfg = config_lib.Config().validate()
     t0 = time.time()
     machine = machine_info()
     with tempfile.TemporaryDirectory() as base:
-        cfg, paths = export_default(base)
+        trees = {"before": source_tree(args.before, os.path.join(base, "before_tree")),
+                 "after": str(REPO)}
+        paths = {"before": export_tree(trees["before"], base + "/before", ("float32",)),
+                 "after": export_tree(trees["after"], base + "/after", ("float32", "bfloat16"))}
         # Keep the loaded objects alive: their variables die with them.
-        loaded = {dtype: tf.saved_model.load(path) for dtype, path in paths.items()}
-        fns = {dtype: obj.signatures for dtype, obj in loaded.items()}
+        loaded = {k: {dt: tf.saved_model.load(p) for dt, p in v.items()}
+                  for k, v in paths.items()}
+        fns = {k: {dt: obj.signatures for dt, obj in v.items()} for k, v in loaded.items()}
         rows = []
         for length in lengths:
             for m in ms:
                 row = run_config(fns, cfg, length, m, args)
                 rows.append(row)
-                print(f"L={length:>5} m={m:>4}  sd={row['serving_default']['p50_ms']:8.1f} ms  "
-                      f"enc+score={row['encode+score']['p50_ms']:8.1f}  "
-                      f"cached={row['cached']['p50_ms']:8.1f}  "
+                print(f"L={length:>5} m={m:>4}  sd before={row['before_serving_default']['p50_ms']:7.1f} "
+                      f"after={row['serving_default']['p50_ms']:7.1f} ms  "
+                      f"cached before={row['before_cached']['p50_ms']:7.1f} "
+                      f"after={row['cached']['p50_ms']:7.1f}  "
                       f"no-sharing={row['no_sharing']['p50_ms']:9.0f}", flush=True)
         del loaded
-    aim_row = next((r for r in rows if r["L"] == AIM_L and r["m"] == AIM_M), None)
-    aims = []
-    if aim_row:
-        cached = aim_row["ratios"]["serving_default / cached"]
-        sharing = aim_row["ratios"]["no_sharing / serving_default"]
-        aims = [
-            {"aim": f"cached user vs serving_default at L={AIM_L}, m={AIM_M}",
-             "measured": round(cached, 2), "target": AIM_CACHED, "met": cached >= AIM_CACHED,
-             "flop_bound": round(aim_row["flops"]["cached_speedup_bound"], 2)},
-            {"aim": f"sharing (serving_default) vs no sharing at L={AIM_L}, m={AIM_M}",
-             "measured": round(sharing, 1), "target": AIM_SHARING,
-             "met": sharing >= AIM_SHARING},
-        ]
     result = {
         "command": "python benchmarks/bench_serving.py" + (" --quick" if args.quick else ""),
         "machine": machine,
+        "before_commit": args.before,
         "workload": {"model": "defaults: d_model=64, num_heads=4, num_layers=3, rankmixer "
                               "head; freshly initialised (latency does not depend on weights)",
                      "tasks": cfg.tasks, "requests_per_call": 1, "chunk": args.chunk,
                      "repeats": args.repeats, "warmup": args.warmup,
                      "compute": "float32", "transport": "in-process tf.saved_model.load"},
         "wall_seconds": round(time.time() - t0, 1),
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "rows": rows,
-        "aims": aims,
     }
+    result["aims"] = aims_lib.check("bench_serving", result)  # benchmarks/aims.yaml
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    plot(rows, out.with_suffix(".png"))
+    plots.bench_serving(rows, out.with_suffix(".png"), args.before)
     print()
     print(table(rows))
-    for a in aims:
-        print(f"aim: {a['aim']}: {a['measured']}x (target >= {a['target']}x) "
-              f"{'met' if a['met'] else 'NOT met'}")
+    aims_lib.print_rows(result["aims"])
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

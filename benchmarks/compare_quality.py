@@ -17,10 +17,7 @@ import json
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-
-import bench_train  # noqa: E402  (write_result)
+from common import RESULTS, write_result
 
 
 def _runs(root: str, encoder: str, seeds) -> list[dict]:
@@ -63,8 +60,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--encoder", default="stca")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--tasks", default="click,like")
-    ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
-                                                  "quality_throughput.json"))
+    ap.add_argument("--out", default=str(RESULTS / "quality_throughput.json"))
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     before, after = (_runs(r, args.encoder, seeds) for r in (args.before, args.after))
@@ -84,7 +80,7 @@ def main(argv=None) -> dict:
               f"{'' if r['within_spread'] else '  OUTSIDE the seed spread'}")
     t = result["train_seconds"]
     print(f"train seconds: before {t['before']['mean']:.0f}, after {t['after']['mean']:.0f}")
-    return bench_train.write_result(result, args.out)
+    return write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
 
-import pipeline  # noqa: F401,E402  (Keras 2 before TensorFlow)
-import numpy as np  # noqa: E402
-
-from pipeline import features  # noqa: E402
-from pipeline import input as input_lib  # noqa: E402
-from pipeline import metrics as metrics_lib  # noqa: E402
+from pipeline import features
+from pipeline import input as input_lib
+from pipeline import metrics as metrics_lib
 
 ITEM_VOCAB = 200_003      # the project's model.item_buckets / author_buckets
 AUTHOR_VOCAB = 20_011

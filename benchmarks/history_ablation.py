@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pipeline  # noqa: F401
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
 
-import pipeline  # noqa: F401,E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from model.heads import MLPHead  # noqa: E402
-from model.layers.din_attention import DINAttention  # noqa: E402
-from model.layers.hashed_embedding import HashedEmbedding  # noqa: E402
-from model.encoders.base import SequenceEncoder  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from pipeline import evaluate as evaluate_lib  # noqa: E402
-from pipeline import input as input_lib  # noqa: E402
-from pipeline import metrics as metrics_lib  # noqa: E402
-from pipeline.train import make_optimizer  # noqa: E402
+from model.heads import MLPHead
+from model.layers.din_attention import DINAttention
+from model.layers.hashed_embedding import HashedEmbedding
+from model.encoders.base import SequenceEncoder
+from pipeline import config as config_lib
+from pipeline import evaluate as evaluate_lib
+from pipeline import input as input_lib
+from pipeline import metrics as metrics_lib
+from pipeline.train import make_optimizer
 
 
 class ConcatEmbedding(keras.layers.Layer):

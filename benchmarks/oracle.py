@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipeline import features  # noqa: E402
-from pipeline import input as input_lib  # noqa: E402
-from pipeline import metrics as metrics_lib  # noqa: E402
+from pipeline import features
+from pipeline import input as input_lib
+from pipeline import metrics as metrics_lib
 
 
 def read_requests(data_dir: str, split: str, tasks):

@@ -10,7 +10,9 @@ Each benchmark runs as a subprocess, one after another (never two at once: they 
 compete for the 2 cores). Quick mode writes into benchmarks/results/quick/ so it never
 overwrites the full results in benchmarks/results/; the doc says which set it shows. The
 exact commands, exit codes, wall times and load averages go to RESULTS_DIR/run_all.json,
-which docs/performance.md quotes (nothing in the doc is typed by hand).
+which docs/performance.md quotes (nothing in the doc is typed by hand). The page is
+rendered by benchmarks/render_docs.py (templates in benchmarks/templates/, aims in
+benchmarks/aims.yaml).
 """
 from __future__ import annotations
 
@@ -23,11 +25,10 @@ import subprocess
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+import render_docs
+from common import REPO, RESULTS, machine_info
 
-RESULTS = REPO / "benchmarks" / "results"
-DOC = REPO / "docs" / "performance.md"
+DOC = render_docs.DOCS / "performance.md"
 
 
 def commands(full: bool, out: pathlib.Path) -> dict[str, list[str]]:
@@ -58,34 +59,11 @@ def commands(full: bool, out: pathlib.Path) -> dict[str, list[str]]:
     }
 
 
-def machine() -> dict:
-    """CPU model and vector/matrix ISA flags (/proc/cpuinfo), cores, load, TF version, date."""
-    import importlib.metadata
-    import platform
-    cpu, flags = platform.processor() or "?", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    cpu = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
-                                   "fma"}),
-            "tensorflow": importlib.metadata.version("tensorflow"),
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
 def run_benchmarks(names: list[str], full: bool, out: pathlib.Path) -> dict:
     manifest_path = out / "run_all.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest.update(mode="full" if full else "quick", results_dir=os.path.relpath(out, REPO),
-                    machine=machine())
+                    machine=machine_info())
     runs = manifest.setdefault("runs", {})
     started = time.time()
     for name in names:
@@ -133,9 +111,8 @@ def main(argv=None) -> int:
     if not args.report_only:
         manifest = run_benchmarks(names, args.full, out)
         failed = [n for n in names if manifest["runs"][n]["returncode"] != 0]
-    import perf_doc
-    text = perf_doc.render(out, REPO, pathlib.Path(args.doc))
-    pathlib.Path(args.doc).write_text(text)
+    doc = pathlib.Path(args.doc)
+    doc.write_text(render_docs.performance(out, doc.parent))
     print(f"wrote {args.doc}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

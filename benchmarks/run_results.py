@@ -15,92 +15,27 @@ every run is trained and evaluated once per seed (train.seed; the data stays fix
      trained on as many targets as the STCA run saw (skipped when deepctr is missing)
   d  RLB vs point-wise: the same model on request-grouped vs point-wise records over the
      same number of targets
-Results go to OUT/results.json; `--write-docs` renders docs/results.md and its plots
-(benchmarks/results_doc.py). Runs whose outputs exist are reused (delete a run's
-directory to redo it).
+Results go to OUT/results.json; `--write-docs` copies them to
+benchmarks/results/run_results.json and renders docs/results.md and its plots from that
+copy (benchmarks/render_docs.py). Runs whose outputs exist are reused (delete a run's
+directory to redo it). The sizes and the data of every dataset: results_config.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
-import shlex
-import subprocess
+import pathlib
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOVIELENS = os.path.join(os.path.dirname(REPO), "shared", "data", "movielens_100k", "u.data")
-COMMANDS: list[str] = []
-
-
-def _run(cmd: list[str], shown: list[str], done: bool) -> None:
-    COMMANDS.append(" ".join(shlex.quote(a) for a in shown))
-    if done:
-        return
-    print("+", COMMANDS[-1], flush=True)
-    env = dict(os.environ, PYTHONPATH=REPO)
-    subprocess.run(cmd, check=True, env=env,
-                   stdout=None if os.environ.get("VERBOSE") else subprocess.DEVNULL)
-
-
-def stca(*args: str, done: bool = False) -> None:
-    """Runs `stca ARGS` (logged for the docs even when an earlier run made the output)."""
-    _run([sys.executable, "-m", "pipeline.cli", *args], ["stca", *args], done)
-
-
-def sets(overrides) -> list[str]:
-    return [a for o in overrides for a in ("--set", o)]
+import common
+from results_config import COMMANDS, MOVIELENS, REPO, prepare_data, run, sets, settings, stca
 
 
 def load(path: str):
     with open(path) as f:
         return json.load(f)
-
-
-def settings(dataset: str, quick: bool) -> dict:
-    """Sizes per dataset, chosen so that one seed of everything runs in about an hour on
-    the 2-core machine. Sampler: Beta(0.35, 1.5) on [l_min, l_max], mean ~1/5 of l_max.
-    MovieLens histories are short (p90 ~280 ratings), so its window is [8, 640]."""
-    l_min, l_max = (32, 1024) if dataset == "synth" else (8, 640)
-    a, b = 0.35, 1.5
-    mean_len = l_min + a / (a + b) * (l_max - l_min)
-    mean_len = int(-(-mean_len // 8) * 8)
-    s = {"window": [l_min, l_max], "beta": [a, b], "mean_len": mean_len,
-         "sampler": ["train.length.mode=beta", f"train.length.l_min={l_min}",
-                     f"train.length.l_max={l_max}", f"train.length.beta_a={a}",
-                     f"train.length.beta_b={b}"],
-         "model": ["model.d_model=32", "model.num_heads=4", "model.num_layers=3"],
-         # XLA off and 9 buckets: at d = 32 on the 2-core CPU, XLA's steady-state gain
-         # does not pay one ~14 s compile per bucket in an 800-step run, and without
-         # compiles finer buckets cut the padding (docs/performance.md, bench_train).
-         "train": ["train.learning_rate=0.002", "train.warmup_steps=50",
-                   "train.checkpoint_every=100000", "train.log_every=100",
-                   "train.jit_compile=false",
-                   "train.bucket_boundaries=[64,96,128,192,256,384,512,768,1024]"],
-         "compare_len": 256, "rlb_budget": 4096}
-    if dataset == "synth":
-        s.update(tasks=["click", "like", "finish"], long_task="like",
-                 data=["data.max_history=4096", "data.num_shards=8"],
-                 synth=["synth.users=40", "synth.events_median=1500"] if quick
-                 else ["synth.users=200"],
-                 steps=120 if quick else 800, budget=16384, rlb_steps=40 if quick else 150,
-                 lengths=sorted({64, mean_len, 1024, 5 * mean_len, 2048}),
-                 check_lengths=(64, 2048), compare_at=1024,
-                 # 3,000 of the 6,700 eval requests (a random subset: shards are shuffled):
-                 # ~24k targets, 11 scoring passes per run (5 lengths, history checks).
-                 eval=["eval.max_requests=3000"])
-    else:
-        s.update(tasks=["like"], long_task="like",
-                 data=["data.max_history=2048", "data.schema.tasks=[like]",
-                       "data.num_shards=4"],
-                 steps=60 if quick else 300, budget=8192, rlb_steps=30 if quick else 100,
-                 lengths=sorted({16, 64, mean_len, 256, 5 * mean_len, 1024}),
-                 check_lengths=(16, 1024), compare_at=256, eval=["eval.max_requests=0"])
-    s["train"].append(f"train.steps={s['steps']}")
-    s["train"].append(f"train.token_budget={s['budget']}")
-    return s
 
 
 # name -> (model overrides, sampler: "beta" | "fixed")
@@ -112,26 +47,6 @@ ENCODER_RUNS = {
     "mean": (["model.encoder=mean"], "beta"),
     "stca_fixed": ([], "fixed"),
 }
-
-
-def prepare_data(dataset: str, root: str, s: dict, pointwise: bool = True) -> dict:
-    data = {"request": os.path.join(root, "data"), "pointwise": os.path.join(root, "pointwise")}
-    if dataset == "synth":
-        raw = os.path.join(root, "raw")
-        stca("synth", "--out", raw, *sets(s["synth"]),
-             done=os.path.exists(os.path.join(raw, "config.yaml")))
-        source = ["--input", os.path.join(raw, "*.csv")]
-    else:
-        source = ["--input", MOVIELENS, "--format", "movielens"]
-    stca("preprocess", *source, "--out", data["request"], *sets(s["data"]),
-         done=os.path.exists(os.path.join(data["request"], "stats.json")))
-    if not pointwise:
-        return data
-    # Point-wise records copy the history per impression: cap it at the length (d) uses.
-    stca("preprocess", *source, "--out", data["pointwise"], "--layout", "pointwise",
-         *sets(s["data"] + [f"data.max_history={s['compare_len']}"]),
-         done=os.path.exists(os.path.join(data["pointwise"], "stats.json")))
-    return data
 
 
 def train_eval(model_dir: str, data: str, overrides: list[str], lengths,
@@ -160,8 +75,8 @@ def deepctr_din(out_json: str, data: str, length: int, targets: int, tasks, seed
         return None
     args = ["--data", data, "--length", str(length), "--targets", str(targets),
             "--tasks", ",".join(tasks), "--seed", str(seed), "--out", out_json]
-    _run([sys.executable, os.path.join(REPO, "benchmarks", "deepctr_din.py"), *args],
-         ["python", "benchmarks/deepctr_din.py", *args], done=os.path.exists(out_json))
+    run([sys.executable, os.path.join(REPO, "benchmarks", "deepctr_din.py"), *args],
+        ["python", "benchmarks/deepctr_din.py", *args], done=os.path.exists(out_json))
     return load(out_json)
 
 
@@ -214,7 +129,6 @@ def run_dataset(dataset: str, out: str, quick: bool, seeds, encoders=None,
               "runs": runs,
               "data_stats": load(os.path.join(data["request"], "stats.json"))}
     if dataset == "synth":  # MovieLens has no author column: the count would be empty
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import oracle
         result["oracle"] = oracle.oracle_report(data["request"], s["lengths"], s["tasks"])
     return result
@@ -270,8 +184,8 @@ def run_ablation(out: str, data: str, only=None) -> dict:
         args = ["--data", data, "--variant", variant, "--steps", str(ABLATION_STEPS),
                 "--lengths", str(ABLATION_LENGTH), "--out", path, *extra]
         os.makedirs(out, exist_ok=True)
-        _run([sys.executable, os.path.join(REPO, "benchmarks", "history_ablation.py"), *args],
-             ["python", "benchmarks/history_ablation.py", *args], done=os.path.exists(path))
+        run([sys.executable, os.path.join(REPO, "benchmarks", "history_ablation.py"), *args],
+            ["python", "benchmarks/history_ablation.py", *args], done=os.path.exists(path))
         ev = load(path)["eval"][str(ABLATION_LENGTH)]
         row = {"description": description, "variant": variant}
         for t in ("click", "like"):
@@ -283,20 +197,7 @@ def run_ablation(out: str, data: str, only=None) -> dict:
             "eval_requests": ABLATION_REQUESTS, "rows": rows}
 
 
-def machine() -> dict:
-    import multiprocessing
-    cpu = ""
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), "")
-    return {"platform": platform.platform(), "cpu": cpu,
-            "cpu_count": multiprocessing.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
 def _save(results: dict, out: str) -> None:
-    os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
     if os.path.exists(path):  # another part may have finished in a parallel invocation
         earlier = load(path)
@@ -304,8 +205,7 @@ def _save(results: dict, out: str) -> None:
         results.setdefault("ablation", earlier.get("ablation"))
         if results["ablation"] is None:
             results.pop("ablation")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    common.write_json(results, path)
 
 
 def main(argv=None) -> int:
@@ -320,12 +220,13 @@ def main(argv=None) -> int:
     parser.add_argument("--ablation-rows", help="comma list of ABLATION indices (default all)")
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "results"))
     parser.add_argument("--write-docs", action="store_true",
-                        help="render docs/results.md and its plots from OUT/results.json")
+                        help="copy OUT/results.json to benchmarks/results/run_results.json "
+                             "and render docs/results.md and its plots from it")
     args = parser.parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",")]
     results_path = os.path.join(args.out, "results.json")
     results = load(results_path) if os.path.exists(results_path) else {"datasets": {}}
-    results.update(machine=machine(), quick=args.quick)
+    results.update(machine=common.machine_info(), quick=args.quick)
     parts = [args.only] if args.only else ["ablation", "synth", "movielens"]
     if "ablation" in parts:  # on the synthetic data of section a
         data = prepare_data("synth", os.path.join(args.out, "synth"),
@@ -351,10 +252,11 @@ def main(argv=None) -> int:
         COMMANDS.clear()
         results["datasets"][dataset] = ds
         _save(results, args.out)
-    if args.write_docs:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import results_doc
-        results_doc.write(results, os.path.join(REPO, "docs"))
+    if args.write_docs:  # from the committed copy, as render_docs.py renders it
+        import render_docs
+        common.write_json(load(results_path), render_docs.RUN_RESULTS)
+        docs = pathlib.Path(REPO) / "docs"
+        (docs / "results.md").write_text(render_docs.results(render_docs.RUN_RESULTS, docs))
     print(f"wrote {results_path}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Renders docs/results.md and its plots from OUT/results.json (benchmarks/run_results.py).
+"""docs/results.md and its plots from the quality experiments' results
+(benchmarks/run_results.py; the committed copy is benchmarks/results/run_results.json).
 
 Numbers are computed here from the JSON and placed by the Jinja2 template
 benchmarks/templates/results.md.j2; each check the page states is computed, never typed.
@@ -7,16 +8,15 @@ Over seeds, a value is shown as "mean ± half the range" (max - min over the see
 from __future__ import annotations
 
 import os
+import pathlib
 
-import jinja2
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import aims
+import report
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = str(pathlib.Path(__file__).resolve().parents[2])
+FINDINGS = pathlib.Path(__file__).resolve().parents[1] / "results_findings.md"
 TITLES = {"synth": "Synthetic log (planted long-range signal)", "movielens": "MovieLens 100K"}
 LABELS = {"stca": "STCA", "stca_paper": "STCA as in the paper (no ID-match prior)",
           "longer": "LONGER", "din": "DIN (project)", "target_attention": "target attention",
@@ -68,35 +68,17 @@ def use(runs, length, task, key):
     return over_seeds(runs, lambda r: _row(r, length)["history_use"][task][key])
 
 
-def verdict(ok: bool) -> str:
-    return "holds" if ok else "**does NOT hold**"
-
-
 def plot_auc_vs_length(ds, name, path):
-    s, runs, tasks = ds["settings"], ds["runs"], ds["settings"]["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for model in CURVES:
-            if model not in runs:
-                continue
-            stats = [auc(runs[model], L, task) for L in s["lengths"]]
-            ax.errorbar(s["lengths"], [x.mean for x in stats], yerr=[x.half for x in stats],
-                        marker="o", ms=3, capsize=2, label=LABELS[model])
-        oracle = {r["length"]: r for r in ds.get("oracle", [])}
-        if oracle:
-            ax.plot(s["lengths"], [oracle[L][task]["auc"] for L in s["lengths"]], "k--",
-                    lw=1, label="model-free reference")
-        ax.axvline(s["mean_len"], color="gray", ls="--", lw=0.8)
-        ax.axvline(5 * s["mean_len"], color="gray", ls=":", lw=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("inference history length L")
-        ax.set_ylabel(f"{task} AUC")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{TITLES[name]}: AUC vs L (mean ± half range over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """AUC against L per task: every curve's mean and half range over seeds."""
+    from report import plots
+    s, runs = ds["settings"], ds["runs"]
+    oracle = {r["length"]: r for r in ds.get("oracle", [])}
+    curves = {task: {LABELS[m]: [auc(runs[m], L, task) for L in s["lengths"]]
+                     for m in CURVES if m in runs} for task in s["tasks"]}
+    reference = ({task: [oracle[L][task]["auc"] for L in s["lengths"]] for task in s["tasks"]}
+                 if oracle else None)
+    plots.auc_vs_length(curves, reference, s["lengths"], s["mean_len"],
+                        f"{TITLES[name]}: AUC vs L (mean ± half range over seeds)", path)
 
 
 def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
@@ -113,43 +95,39 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
         (str(auc(runs[m], at, t)), str(auc(runs[m], at, t, "gauc")),
          use(runs[m], at, t, "auc_delta_empty").signed(),
          use(runs[m], at, t, "auc_delta_swapped").signed()) for t in tasks]} for m in models]
-    checks = []
+    checks = []  # {"kind", the numbers}: worded by results.md.j2
+    aim = aims.quality()
     stca = runs.get("stca", {})
     if stca:
         for t in tasks:
             delta = use(stca, at, t, "auc_delta_empty")
-            checks.append(f"STCA history-ablation delta ({t}, L = {at}): {delta.signed()} "
-                          f"(aim >= 0.02): {verdict(delta.mean >= 0.02)}")
+            checks.append({"kind": "history_delta", "task": t, "value": delta,
+                           "aim": aim["history_delta"],
+                           "ok": aims.holds(aim["history_delta"], delta.mean)})
         g = auc(stca, at, long_task, "gauc")
-        checks.append(f"STCA {long_task} GAUC at L = {at}: {g} (aim >= 0.56): "
-                      f"{verdict(g.mean >= 0.56)}")
+        checks.append({"kind": "long_task_gauc", "value": g, "aim": aim["long_task_gauc"],
+                       "ok": aims.holds(aim["long_task_gauc"], g.mean)})
         lo, hi = s["check_lengths"]
         rise = Stat([a - b for a, b in zip(auc(stca, hi, long_task).values,
                                              auc(stca, lo, long_task).values)])
+        check = {"kind": "rise", "lo": lo, "hi": hi, "value": rise, "reference": None}
         if oracle:
             ref = oracle[hi][long_task]["auc"] - oracle[lo][long_task]["auc"]
-            checks.append(f"STCA {long_task} AUC rise from L = {lo} to {hi}: {rise.signed()}; "
-                          f"model-free reference: {ref:+.4f} (aim: at least half, "
-                          f"{ref / 2:+.4f}): {verdict(rise.mean >= ref / 2)}")
-        else:
-            checks.append(f"STCA {long_task} AUC rise from L = {lo} to {hi}: {rise.signed()}")
+            share = aims.parse_target(aim["rise_over_reference"])[1]  # worded for 0.5
+            check.update(reference=ref, needed=ref * share, ok=rise.mean >= ref * share)
+        checks.append(check)
         for other in ("mean", "din", "longer", "stca_paper"):
             if other not in runs:
                 continue
             for t in tasks:
                 a, b = auc(stca, at, t), auc(runs[other], at, t)
-                margin = a.mean - b.mean
-                ok = margin > a.half + b.half
-                outcome = "STCA ahead beyond the spread" if ok else "**not beyond the spread**"
-                checks.append(f"STCA vs {LABELS[other]} ({t}, L = {at}): {a} vs {b}, "
-                              f"difference {margin:+.4f} against a combined spread of "
-                              f"{a.half + b.half:.4f}: {outcome}")
-        m, m5 = s["mean_len"], 5 * s["mean_len"]
-        gain = Stat([a - b for a, b in zip(auc(stca, m5, long_task).values,
+                checks.append({"kind": "versus", "label": LABELS[other], "task": t, "stca": a,
+                               "other": b, "margin": a.mean - b.mean, "spread": a.half + b.half,
+                               "ok": a.mean - b.mean > a.half + b.half})
+        m = s["mean_len"]
+        gain = Stat([a - b for a, b in zip(auc(stca, 5 * m, long_task).values,
                                              auc(stca, m, long_task).values)])
-        checks.append(f"Extrapolation: Beta-trained STCA (mean training length {m}) on "
-                      f"{long_task} at {m5} minus at {m}: {gain.signed()}: "
-                      f"{verdict(gain.mean >= 0)}")
+        checks.append({"kind": "extrapolation", "value": gain, "ok": gain.mean >= 0})
     deepctr = runs.get("deepctr_din", {})
     outside = []
     if deepctr:
@@ -159,9 +137,8 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
             outside.append({"task": t, "deepctr": (str(d_auc), str(d_gauc)),
                             "stca": (str(auc(stca, at, t)), str(auc(stca, at, t, "gauc"))),
                             "targets": int(np.mean([r["targets"] for r in deepctr.values()]))})
-            checks.append(f"STCA vs DeepCTR DIN ({t}, L = {at}, same number of training "
-                          f"targets): {auc(stca, at, t)} vs {d_auc}: "
-                          f"{verdict(auc(stca, at, t).mean >= d_auc.mean)}")
+            checks.append({"kind": "deepctr", "task": t, "stca": auc(stca, at, t),
+                           "other": d_auc, "ok": auc(stca, at, t).mean >= d_auc.mean})
     extrap = []
     for model in ("stca", "stca_fixed"):
         if model in runs:
@@ -201,24 +178,14 @@ def shown_commands(commands) -> list[str]:
     return list(dict.fromkeys(c.replace(REPO + os.sep, "") for c in commands))
 
 
-def write(results: dict, doc_dir: str) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(HERE, "templates")),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True)
-    findings = ""
-    path = os.path.join(HERE, "results_findings.md")
-    if os.path.exists(path):  # the hand-written reading of the tables
-        with open(path) as f:
-            findings = f.read().strip()
-    datasets = [dataset_context(n, results["datasets"][n], doc_dir)
+def render(results: dict, doc_dir) -> str:
+    """The page for `results` (run_results.py's results.json); its plots go to `doc_dir`."""
+    findings = FINDINGS.read_text().strip() if FINDINGS.exists() else ""  # hand-written
+    datasets = [dataset_context(n, results["datasets"][n], str(doc_dir))
                 for n in ("synth", "movielens") if n in results["datasets"]]
     ablation = results.get("ablation")
     if ablation:
         ablation = dict(ablation, commands=shown_commands(ablation.get("commands", [])))
-    text = env.get_template("results.md.j2").render(
-        machine=results["machine"], quick=results.get("quick", False), findings=findings,
-        datasets=datasets, ablation=ablation)
-    out = os.path.join(doc_dir, "results.md")
-    with open(out, "w") as f:
-        f.write(text)
-    return out
+    return report.render("results.md.j2", machine=results["machine"],
+                         quick=results.get("quick", False), findings=findings,
+                         datasets=datasets, ablation=ablation)

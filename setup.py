@@ -12,7 +12,7 @@ setup(
     version="0.1.0",
     description="Long-sequence ranking: STCA + request level batching + length extrapolation",
     python_requires=">=3.10,<3.12",
-    packages=find_packages(include=["pipeline", "pipeline.*", "model", "model.*",
+    packages=find_packages(include=["core", "core.*", "pipeline", "pipeline.*", "model", "model.*",
                                     "beam_jobs", "beam_jobs.*", "serving", "serving.*"]),
     install_requires=_requirements(),
     entry_points={"console_scripts": ["stca = pipeline.cli:main"]},

@@ -1,2 +1,2 @@
 """Beam preprocessing: raw impression logs -> request-grouped TFRecords."""
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)

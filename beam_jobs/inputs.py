@@ -4,7 +4,7 @@ Every matched file is opened and its first bytes are read through Beam's FileSys
 gs://, s3://; `.gz` / `.bz2` are decompressed by extension), so a file the job could not
 read fails here, naming the file, instead of failing the pipeline half-way:
 
-    problem                                           error (pipeline.errors)
+    problem                                           error (core.errors)
     the pattern matches no file                       DataError: --input: ... matched no files
     a directory, or a file that cannot be opened/read DataError: --input: cannot read FILE: ...
     compressed data without its extension             DataError: ... holds gzip data ... *.gz
@@ -32,11 +32,12 @@ import csv
 import os
 import zlib
 
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.validate import RowError
-from pipeline.errors import DataError
+from core.errors import DataError
 
 # First bytes of formats that are not text; name -> (magic, what to do about it).
 _MAGIC = (
@@ -138,7 +139,6 @@ def csv_header(path: str, delimiter: str, what: str, max_bytes: int,
 
 def parquet_columns(path: str, what: str) -> tuple[str, ...]:
     """The column names of a Parquet file's schema; DataError if it is not readable Parquet."""
-    import pyarrow.parquet as pq
     if head(path, what, 4) != b"PAR1":
         raise DataError(f"{what}: {path} is not a Parquet file (no PAR1 magic)")
     try:

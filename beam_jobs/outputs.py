@@ -23,7 +23,7 @@ import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.errors import OutputError
+from core.errors import OutputError
 
 log = logging.getLogger(__name__)
 # Outputs of a run, relative to its directory (shard counts may differ between runs).

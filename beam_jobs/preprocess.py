@@ -34,8 +34,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import blocks, inputs, outputs, readers, records, shuffle, stats, validate
-from pipeline import config as config_lib
-from pipeline.errors import DataError
+from core import config as config_lib
+from core.errors import DataError
 
 log = logging.getLogger(__name__)
 

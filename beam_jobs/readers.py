@@ -39,8 +39,8 @@ from apache_beam.metrics import Metrics
 from beam_jobs import blocks, inputs, textfiles
 from beam_jobs.validate import (AUTHOR, ITEM, FieldMap, RowError, RowFormat, decode_row,
                                 parse_id)
-from pipeline.config import ConfigError, DataConfig
-from pipeline.errors import DataError
+from core.config import ConfigError, DataConfig
+from core.errors import DataError
 
 # KuaiRand label columns by task name; a task whose name is a column is used as is.
 KUAIRAND_LABELS = {"click": "is_click", "like": "is_like", "follow": "is_follow",

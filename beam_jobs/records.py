@@ -5,10 +5,10 @@ The request layout (Request Level Batching) writes a request's history once with
 targets; the point-wise layout writes one record per impression with the history copied
 (m = 1), only as the baseline for measuring what RLB saves.
 
-The bytes are those of `pipeline.features.encode_request` for the same request (the
-reference writer of the record schema; tests/test_records.py checks the equality), built
+The bytes are those of `core.features.encode_request` for the same request (the
+reference writer of the record schema; tests/beam_jobs/test_records.py checks the equality), built
 per user instead of per request: a varint encodes one value on its own, so each of the
-user's event columns is encoded once (`pipeline.example_writer.Varints`) and a request's
+user's event columns is encoded once (`core.example_writer.Varints`) and a request's
 history, a contiguous run of events (beam_jobs.history), is a byte slice of it. Encoding
 per request would cost a numpy call per column per request, and each history event would
 be encoded once per later request, up to max_history times.
@@ -28,8 +28,8 @@ from apache_beam.metrics import Metrics
 
 from beam_jobs import blocks, history
 from beam_jobs.validate import ACTION, AUTHOR, ITEM, TS
-from pipeline import features
-from pipeline.example_writer import Varints, example, varint
+from core import features
+from core.example_writer import Varints, example, varint
 
 TRAIN, EVAL, STATS, DUPLICATES = "train", "eval", "stats", "duplicates"
 _HISTORY_COLUMNS = (("hist_item_id", ITEM), ("hist_author_id", AUTHOR),

@@ -10,7 +10,7 @@ An impression:
 
     (user_id, (request_id, ts_ms, item_id, author_id, action))
 
-All IDs are int64 from `pipeline.idhash.stable_id`; `action` is the bitmask of positive
+All IDs are int64 from `core.idhash.stable_id`; `action` is the bitmask of positive
 labels (bit i = task i, docs/CONTRACTS.md).
 
 Example:
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pipeline.idhash import IdError, stable_id
+from core.idhash import IdError, stable_id
 
 # Positions inside the impression value tuple.
 REQUEST, TS, ITEM, AUTHOR, ACTION = range(5)
@@ -164,7 +164,7 @@ def _number(value: Any, column: str, code: str) -> float:
 
 
 def parse_id(value: Any, column: str) -> int:
-    """A raw ID -> int64 via pipeline.idhash.stable_id; RowError naming the column."""
+    """A raw ID -> int64 via core.idhash.stable_id; RowError naming the column."""
     try:
         return stable_id(value)
     except IdError as e:

@@ -51,11 +51,20 @@ import sys
 import time
 
 import aims
-from common import (REPO, TASKS, fitting_sequences, machine_info, run_job, synthetic_batch,
-                    transformer_attention_bytes, write_json)
+from common import (
+    REPO,
+    TASKS,
+    fitting_sequences,
+    machine_info,
+    run_job,
+    synthetic_batch,
+    transformer_attention_bytes,
+    write_json,
+)
 
-ENCODERS = ("stca", "longer", "target_attention", "din", "transformer", "mean")
-RECOMPUTE_ENCODERS = ("stca", "longer")
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
+from model import registry
+
 FULL_LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (256, 1024, 4096, 8192)
 
@@ -64,7 +73,7 @@ QUICK_LENGTHS = (256, 1024, 4096, 8192)
 def model_config(job: dict):
     """The benchmarked ModelConfig: defaults, the job's encoder / recompute / precision and
     the --longer-* overrides."""
-    from pipeline.config import LongerConfig, ModelConfig
+    from core.config import LongerConfig, ModelConfig
     cfg = ModelConfig(encoder=job["encoder"], recompute=job["recompute"],
                       precision=job["precision"], longer=LongerConfig(**job["longer"]))
     cfg.validate()
@@ -113,7 +122,8 @@ def run_worker(job: dict) -> dict:
 def measure_serving(net, inputs, repeats: int) -> dict:
     """Median encode_user / score_candidates times and the encoder cache bytes per user."""
     import tensorflow as tf
-    from pipeline import features
+
+    from core import features
     user = {k: inputs[k] for k in features.USER_INPUTS}
     candidates = {k: inputs[k] for k in features.CANDIDATE_INPUTS}
     encode, score = tf.function(net.encode_user), tf.function(net.score_candidates)
@@ -137,7 +147,7 @@ def measure_serving(net, inputs, repeats: int) -> dict:
 
 # --------------------------------------------------------------------------- planning
 def plan_jobs(args) -> list[dict]:
-    from pipeline.config import ModelConfig
+    from core.config import ModelConfig
     cfg = ModelConfig()
     base = dict(requests=args.requests, targets=args.targets, precision=args.precision,
                 longer=args.longer,
@@ -169,7 +179,7 @@ def plan_jobs(args) -> list[dict]:
                                     f"{args.max_attention_gb} GiB: measured on {sequences} "
                                     f"sequence(s), time x{full // sequences}")
             jobs.append(job)
-            if encoder in RECOMPUTE_ENCODERS and not args.no_recompute:
+            if encoder in registry.recompute_encoders() and not args.no_recompute:
                 jobs.append(dict(job, recompute=True))
     return jobs
 
@@ -204,7 +214,7 @@ def parse_args(argv=None):
     p.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",") if v],
                    help="comma-separated history lengths")
     p.add_argument("--encoders", type=lambda s: [v for v in s.split(",") if v],
-                   default=list(ENCODERS))
+                   default=list(registry.encoder_names()))
     p.add_argument("--out", default=str(REPO / "benchmarks/results/bench_encoders.json"),
                    help="JSON path; the PNG is written next to it")
     p.add_argument("--requests", type=int, default=4, help="requests per step")
@@ -226,12 +236,13 @@ def parse_args(argv=None):
     if args.lengths is None:
         args.lengths = list(QUICK_LENGTHS if args.quick else FULL_LENGTHS)
     args.min_steps, args.max_steps, args.min_seconds = (2, 3, 1.0) if args.quick else (3, 7, 3.0)
-    unknown = set(args.encoders) - set(ENCODERS)
+    unknown = set(args.encoders) - set(registry.encoder_names())
     if unknown:
-        p.error(f"unknown encoders {sorted(unknown)}; choose from {', '.join(ENCODERS)}")
+        p.error(f"unknown encoders {sorted(unknown)}; "
+                f"choose from {', '.join(registry.encoder_names())}")
     if args.runs < 1:
         p.error("--runs must be >= 1")
-    from pipeline.config import LongerConfig
+    from core.config import LongerConfig
     longer = dataclasses.asdict(LongerConfig())
     for key, value in (("merge_k", args.longer_merge_k), ("merge_mode", args.longer_merge_mode),
                        ("recent_k", args.longer_recent_k),
@@ -245,10 +256,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
         print(json.dumps(run_worker(json.loads(args.worker))))
         return 0
-    import pipeline  # noqa: F401
     info = machine_info()
     jobs = plan_jobs(args)
     best, times, started = [None] * len(jobs), [[] for _ in jobs], time.time()

@@ -44,7 +44,7 @@ D_MODEL, TARGETS = 128, 16
 
 # --------------------------------------------------------------------------- worker side
 def model_cfg(encoder: str = "stca", rlb: bool = True, precision: str = "float32"):
-    from pipeline.config import ModelConfig
+    from core.config import ModelConfig
     cfg = ModelConfig(encoder=encoder, d_model=D_MODEL, rlb=rlb, precision=precision)
     cfg.validate()
     return cfg
@@ -55,7 +55,7 @@ def train_step_fn(cfg, jit: bool = False, optimizer: str = "adam"):
     training CLI's own optimizer, constant rate 1e-3), clip_norm 1."""
     import tensorflow as tf
     from model import build_model
-    from pipeline.config import TrainConfig
+    from core.config import TrainConfig
     from pipeline.train import make_optimizer
     net = build_model(cfg, TASKS, clip_norm=1.0)
     train = TrainConfig(optimizer=optimizer, learning_rate=1e-3, warmup_steps=0, decay="none")
@@ -150,7 +150,7 @@ def run(job: dict, timeout: float) -> dict:
 
 
 def measure(args) -> dict:
-    from pipeline.config import ModelConfig
+    from core.config import ModelConfig
     base = {"rounds": args.rounds, "requests": args.requests}
     report = {"flops": [], "transformer": [], "optimizations": []}
     timing = run(dict(base, section="flops", lengths=args.lengths, matmul_n=args.matmul_n),
@@ -257,7 +257,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
+    import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0

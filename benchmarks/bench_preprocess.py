@@ -31,9 +31,9 @@ import statistics
 import subprocess
 import sys
 
-import pipeline  # noqa: F401  (environment for TensorFlow)
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
 from beam_jobs import preprocess
-from pipeline import config as config_lib
+from core import config as config_lib
 from pipeline import synth
 
 import common
@@ -71,9 +71,11 @@ def _output_bytes(out_dir: str) -> int:
 _RUN_TREE = """
 import json, logging, sys
 tree, overrides, input_glob, out, beam_args = json.loads(sys.argv[1])
-import pipeline
+try:
+    from core import config as config_lib
+except ImportError:  # trees from before the core package
+    from pipeline import config as config_lib
 from beam_jobs import preprocess
-from pipeline import config as config_lib
 logging.getLogger().setLevel(logging.WARNING)
 stats = preprocess.run(config_lib.load_config(None, overrides), input_glob, out, beam_args)
 print(json.dumps(dict(stats, source=preprocess.__file__)))

@@ -17,7 +17,8 @@ shared machine affects all of them alike.
 Ways to score the m candidates of one request (after = this code, before = BEFORE_COMMIT):
   serving_default   one call with all m candidates (user side computed once, shared);
                     after: the attention form the FLOP model picks for m (model/flops.py)
-  encode+score      encode_user once, then score_candidates in chunks of --chunk (128):
+  encode+score      encode_user once, then score_candidates in chunks of --chunk
+                    (default serving.chunk_size):
                     the per-request total of a cold user (after)
   cached            only the score_candidates chunks: a user already in the cache
   cached bf16       the same with a bfloat16 cache (after)
@@ -56,9 +57,12 @@ QUICK = ((1024, 4096), (64, 256))
 # Run in a source tree's own process (cwd first on sys.path): exports the default model.
 EXPORT_SNIPPET = """
 import json, sys
-import pipeline
+try:
+    from core import config as config_lib
+except ImportError:  # trees from before the core package
+    import pipeline
+    from pipeline import config as config_lib
 from model import build_model
-from pipeline import config as config_lib
 from serving import export as export_lib
 cfg = config_lib.Config().validate()
 model = build_model(cfg.model, cfg.tasks)
@@ -115,7 +119,7 @@ def flop_bounds(cfg, length: int, m: int) -> dict:
 def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
     """fns: {"before": {dtype: signatures}, "after": {dtype: signatures}}."""
     import tensorflow as tf
-    from pipeline import features
+    from core import features
     from serving import requests as req
     from serving.export import synthetic_inputs
     inputs = synthetic_inputs([length], [m], seed=length + m)
@@ -250,7 +254,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=128)
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="candidates per score_candidates call (default serving.chunk_size)")
     parser.add_argument("--copy-budget", type=int, default=65536,
                         help="history tokens per no-sharing call (memory bound)")
     parser.add_argument("--max-copies", type=int, default=64,
@@ -261,10 +266,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     lengths, ms = QUICK if args.quick else FULL
     args.repeats = args.repeats or (5 if args.quick else 20)
+    from core import config as config_lib  # first: the Keras environment, then TensorFlow
     import tensorflow as tf
-    import pipeline  # noqa: F401  (the Keras environment, before TensorFlow models load)
-    from pipeline import config as config_lib
     cfg = config_lib.Config().validate()
+    args.chunk = args.chunk or cfg.serving.chunk_size
     t0 = time.time()
     machine = machine_info()
     with tempfile.TemporaryDirectory() as base:

@@ -24,7 +24,6 @@ RESULTS = REPO / "benchmarks" / "results"
 BEFORE_COMMIT = "c6a3be9"
 
 TASKS = ("click", "like", "finish")
-REQUEST_TS = 1_700_000_000_000
 
 
 # --------------------------------------------------------------------------- results
@@ -107,28 +106,15 @@ def run_job(script: str, job: dict, timeout: float) -> dict:
 
 # --------------------------------------------------------------------------- workload
 def synthetic_batch(requests: int, length: int, targets: int, seed: int = 0):
-    """One request-level training batch: `requests` requests, each with a full history of
-    `length` events and `targets` targets, random labels for TASKS."""
-    import numpy as np
+    """One request-level training batch (core.random_inputs): `requests` requests, each with
+    a full history of `length` events and `targets` targets, random labels for TASKS."""
     import tensorflow as tf
-    rng = np.random.default_rng(seed)
-    ages = np.cumsum(rng.integers(1_000, 3_600_000, size=(requests, length)), axis=1)
-    inputs = {
-        "user_id": rng.integers(1, 10**12, requests),
-        "request_ts": np.full(requests, REQUEST_TS),
-        "hist_item_id": rng.integers(1, 10**12, (requests, length)),
-        "hist_author_id": rng.integers(1, 10**6, (requests, length)),
-        "hist_action": rng.integers(0, 8, (requests, length)),
-        "hist_ts": REQUEST_TS - ages,
-        "hist_len": np.full(requests, length, np.int32),
-        "tgt_item_id": rng.integers(1, 10**12, (requests, targets)),
-        "tgt_author_id": rng.integers(1, 10**6, (requests, targets)),
-        "tgt_len": np.full(requests, targets, np.int32),
-    }
-    inputs = {k: tf.constant(v, tf.int32 if k.endswith("_len") else tf.int64)
-              for k, v in inputs.items()}
-    labels = {t: tf.constant(rng.integers(0, 2, (requests, targets)), tf.float32) for t in TASKS}
-    return inputs, labels
+    from core.random_inputs import random_requests
+    inputs, labels = random_requests(requests, length, targets, seed,
+                                     hist_len=[length] * requests, tgt_len=[targets] * requests,
+                                     tasks=TASKS)
+    return ({k: tf.constant(v) for k, v in inputs.items()},
+            {k: tf.constant(v) for k, v in labels.items()})
 
 
 def transformer_attention_bytes(sequences: int, length: int, heads: int, layers: int) -> int:

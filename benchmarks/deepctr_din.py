@@ -18,12 +18,12 @@ import json
 import sys
 import time
 
-import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
 import numpy as np
 
-from pipeline import features
-from pipeline import input as input_lib
-from pipeline import metrics as metrics_lib
+from core import features
+from core import input as input_lib
+from core import metrics as metrics_lib
 
 ITEM_VOCAB = 200_003      # the project's model.item_buckets / author_buckets
 AUTHOR_VOCAB = 20_011

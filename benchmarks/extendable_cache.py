@@ -53,7 +53,7 @@ EXTENDED: encode only the k new events and prepend them to the cached keys / val
         mean), p50 over --timing-calls calls (the two interleaved, so load hits both).
 
 Every run is a fresh subprocess (log in RUN_DIR/log.txt) importing a snapshot of the
-working tree's model/ and pipeline/ (OUT/src/HASH), so every run trains the same product
+working tree's core/, model/ and pipeline/ (OUT/src/HASH), so every run trains the same product
 code while others edit the tree: the snapshot of the runs already in OUT when they all
 share one, else a new one of the current tree. Finished runs and checks are reused
 (delete a run's directory to redo it; the JSON says whether all runs share one snapshot
@@ -185,9 +185,10 @@ def extendable_model_class():
 
 
 def install_variant(bias_buckets: int) -> None:
-    """Makes `model.build_model` (what pipeline.train / pipeline.evaluate build) return the
-    extendable variant in this process."""
+    """Makes `model.build_model` (what pipeline.train builds) and the restore of
+    model.checkpoint (what evaluation loads) return the extendable variant in this process."""
     import model as model_pkg
+    from model import checkpoint as checkpoint_lib
     from model.layers.common import ensure_built
 
     cls = extendable_model_class()
@@ -198,20 +199,21 @@ def install_variant(bias_buckets: int) -> None:
         ensure_built(m)
         return m
 
-    model_pkg.build_model = build_extendable_model
+    model_pkg.build_model = checkpoint_lib.build_model = build_extendable_model
 
 
 # ============================================================================ workers
 def train_worker(job: dict) -> dict:
     """One (variant, seed): pipeline.train.run then pipeline.evaluate.run, in this process."""
-    from pipeline import config as config_lib
+    from core import config as config_lib
+    from model import checkpoint as checkpoint_lib
     from pipeline import evaluate as evaluate_lib
     from pipeline import train as train_lib
     if job["variant"] == "extendable":
         install_variant(job["bias_buckets"])
     cfg = config_lib.load_config(None, job["overrides"])
     run_dir = job["run_dir"]
-    if not os.path.exists(os.path.join(run_dir, train_lib.METRICS_FILE)):
+    if not os.path.exists(os.path.join(run_dir, checkpoint_lib.METRICS_FILE)):
         train_lib.run(cfg, job["data"], run_dir)
     summary = evaluate_lib.run(cfg, job["data"], run_dir)
     import model as model_pkg
@@ -226,15 +228,15 @@ def recency_worker(job: dict) -> dict:
     valid events of each request (the same requests as `stca evaluate`), per length."""
     import numpy as np
     import tensorflow as tf
-    from pipeline import config as config_lib
-    from pipeline import input as input_lib
-    from pipeline import metrics as metrics_lib
-    from pipeline import train as train_lib
+    from core import config as config_lib
+    from core import input as input_lib
+    from core import metrics as metrics_lib
+    from model import checkpoint as checkpoint_lib
     if job["variant"] == "extendable":
         install_variant(job["bias_buckets"])
     run_dir, lengths = job["run_dir"], sorted(job["lengths"])
     cfg = config_lib.load_config(os.path.join(run_dir, "config.yaml"))
-    model, _ = train_lib.load_trained_model(cfg, run_dir)
+    model, _ = checkpoint_lib.load_trained_model(cfg, run_dir)
     rng = tf.random.Generator.from_seed(0)
 
     @tf.function(reduce_retracing=True)
@@ -299,8 +301,8 @@ def timing_worker(job: dict) -> dict:
     from model import build_model
     from model.encoders import HIST_LEN
     from model.ranking_model import USER_TOKENS
-    from pipeline.config import ModelConfig
-    from pipeline import features
+    from core.config import ModelConfig
+    from core import features
 
     tf.keras.utils.set_random_seed(0)
     cfg = ModelConfig()
@@ -370,7 +372,7 @@ def analytic_savings(lengths=(1024, 4096, 10240), ks=(1, 16, 64), bias_buckets=6
     cache holds them) of re-encoding L events vs encoding k new ones, plus the bytes the
     concat copies and the per-target cost of the age bias."""
     from model.flops import encoder_flops
-    from pipeline.config import ModelConfig
+    from core.config import ModelConfig
     cfg = dataclasses.replace(ModelConfig(), attention_form="projected")
     d, h, n = cfg.d_model, cfg.num_heads, cfg.num_layers
     user = {x: encoder_flops(cfg, x, 1)["user"] for x in sorted(set(lengths) | set(ks))}
@@ -419,7 +421,7 @@ def run_worker(args_json: dict, kind: str, log_path: pathlib.Path, timeout: floa
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-PRODUCT_PACKAGES = ("model", "pipeline")
+PRODUCT_PACKAGES = ("core", "model", "pipeline")
 
 
 def tree_hash() -> str:
@@ -434,7 +436,7 @@ def tree_hash() -> str:
 
 
 def snapshot_sources(out: str) -> tuple[str, str]:
-    """The product packages (model/, pipeline/) every worker imports (PYTHONPATH): the
+    """The product packages (core/, model/, pipeline/) every worker imports (PYTHONPATH): the
     snapshot the runs already in `out` were made with when they share one, else a new
     copy of the working tree. Returns (directory, content hash); the hash names it."""
     import shutil

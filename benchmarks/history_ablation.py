@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-import pipeline  # noqa: F401
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -23,10 +23,10 @@ from model.heads import MLPHead
 from model.layers.din_attention import DINAttention
 from model.layers.hashed_embedding import HashedEmbedding
 from model.encoders.base import SequenceEncoder
-from pipeline import config as config_lib
+from core import config as config_lib
 from pipeline import evaluate as evaluate_lib
-from pipeline import input as input_lib
-from pipeline import metrics as metrics_lib
+from core import input as input_lib
+from core import metrics as metrics_lib
 from pipeline.train import make_optimizer
 
 

@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 
-from pipeline import features
-from pipeline import input as input_lib
-from pipeline import metrics as metrics_lib
+from core import features
+from core import input as input_lib
+from core import metrics as metrics_lib
 
 
 def read_requests(data_dir: str, split: str, tasks):

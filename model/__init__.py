@@ -3,7 +3,7 @@
     from model import build_model
     model = build_model(cfg.model, cfg.tasks, clip_norm=cfg.train.clip_norm)
 """
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
 
 from model.ranking_model import USER_TOKENS, RankingModel, build_model  # noqa: E402
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from pipeline.config import PRECISIONS, ConfigError
+from core.config import PRECISIONS, ConfigError
 
 
 def _check(name: str) -> None:

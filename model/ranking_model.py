@@ -8,8 +8,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from pipeline import features
-from pipeline.config import ModelConfig, config_from_dict
+from core import features
+from core.config import ModelConfig, config_from_dict
 
 from model import precision
 from model.encoders import HIST_LEN, build_encoder
@@ -33,11 +33,11 @@ class RankingModel(tfrs.Model):
     point-wise baseline). encode_user / score_candidates always share the user side.
 
     Args:
-      model_cfg: `pipeline.config.ModelConfig` (validated here).
+      model_cfg: `core.config.ModelConfig` (validated here).
       tasks: task names; logits come in this order on the last axis.
       clip_norm: global-norm gradient clipping in train_step (train.clip_norm); 0 = off.
 
-    Inputs: dict named as `pipeline.features.MODEL_INPUTS`. Labels: dict task -> [B, M].
+    Inputs: dict named as `core.features.MODEL_INPUTS`. Labels: dict task -> [B, M].
     Output of `call`: logits [B, M, T] float32.
 
     Example:

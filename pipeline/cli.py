@@ -4,8 +4,8 @@ Every subcommand takes `--config FILE.yaml` and repeated `--set key=value`; a fe
 settings also have their own flags (e.g. `stca synth --users 100` is `--set synth.users=100`).
 Subcommands that read a model directory start from the config saved there (then --config,
 then flags and --set), so evaluation and export see the model the run trained; a value
-that describes another model than the trained one is refused (`train.check_model_dir`).
-A user error prints one line and exits with its code (pipeline/errors.py, README "Exit
+that describes another model than the trained one is refused (`model.checkpoint.check_model_dir`).
+A user error prints one line and exits with its code (core/errors.py, README "Exit
 codes"); `--debug` adds the traceback.
 
     stca synth       --out DIR [--users N] [--seed S] [--format csv|jsonl|parquet]
@@ -25,9 +25,8 @@ import os
 import sys
 import traceback
 
-import pipeline  # noqa: F401  (environment for TensorFlow)
-from pipeline import config as config_lib
-from pipeline import errors
+from core import config as config_lib
+from core import errors, fileio
 
 # flag dest -> config key; a flag left unset does not override anything.
 _FLAG_KEYS = {
@@ -75,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="preprocess output dir (has train/, eval/)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--steps", type=int)
-    p.add_argument("--encoder", choices=config_lib.ENCODERS)
+    p.add_argument("--encoder", help="a registered encoder (model/registry.py), e.g. stca")
 
     p = sub.add_parser("evaluate", help="AUC / GAUC per task at several inference lengths")
     _common(p)
@@ -105,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace, base_dir: str | None = None) -> config_lib.Config:
     """BASE_DIR/config.yaml (if any) <- --config <- flags <- --set, field by field."""
-    from pipeline import fileio
     base = None
     if base_dir and fileio.exists(fileio.join(base_dir, "config.yaml")):
         base = fileio.join(base_dir, "config.yaml")
@@ -121,29 +119,33 @@ def _run(args: argparse.Namespace, extra: list[str]) -> object:
     cmd = args.command
     # The config is resolved and validated before any module is imported or work starts.
     cfg = resolve_config(args, getattr(args, "model_dir", None))
+    if cmd in ("train", "evaluate", "export"):
+        from model import registry  # lazy: TensorFlow loads only for the model commands
+        registry.check_model_config(cfg.model)
     if cmd == "synth":
-        from pipeline import synth
+        from pipeline import synth  # lazy: each command loads only what it runs (fast --help)
         return synth.run(cfg, args.out)
     if cmd == "preprocess":
-        from beam_jobs import preprocess
+        from beam_jobs import preprocess  # lazy: as above (Beam)
+
         # `stca preprocess ... -- --runner=X` keeps the "--", and Beam's option parser
         # treats everything after it as positional: the runner would silently be ignored.
         return preprocess.run(cfg, args.input, args.out,
                               beam_args=[a for a in extra if a != "--"])
     if cmd == "train":
-        from pipeline import train
+        from pipeline import train  # lazy: as above (TensorFlow)
         return train.run(cfg, args.data, args.model_dir)
     if cmd == "evaluate":
-        from pipeline import evaluate
+        from pipeline import evaluate  # lazy: as above
         return evaluate.run(cfg, args.data, args.model_dir, out_dir=args.out)
     if cmd == "export":
-        from serving import export
+        from serving import export  # lazy: as above
         return export.run(cfg, args.model_dir, args.export_dir)
     if cmd == "verify-export":
-        from serving import verify
+        from serving import verify  # lazy: as above
         return verify.run(args.export_dir, data_dir=args.data)
     if cmd == "demo":
-        from pipeline import demo
+        from pipeline import demo  # lazy: as above
         if args.config is None:
             args.config = demo.DEFAULT_CONFIG
             cfg = resolve_config(args)

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 
-import pipeline  # noqa: F401
-from pipeline import config as config_lib
-from pipeline import fileio
+from beam_jobs import preprocess
+from core import config as config_lib
+from core import fileio
+from pipeline import evaluate, synth, train
+from serving import export, offline
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "demo.yaml")
@@ -41,11 +43,6 @@ def _verify_in_subprocess(export_path: str, data_dir: str) -> str:
 
 
 def run(cfg: config_lib.Config, workdir: str) -> dict:
-    import serving
-    from beam_jobs import preprocess
-    from pipeline import evaluate, synth, train
-    from serving import export
-
     raw, data = fileio.join(workdir, "raw"), fileio.join(workdir, "data")
     model_dir = fileio.join(workdir, "model")
     timings: dict = {}
@@ -62,7 +59,7 @@ def run(cfg: config_lib.Config, workdir: str) -> dict:
     with _stage("verify-export", timings):
         verified = _verify_in_subprocess(exported["path"], data)
     with _stage("score a sample request both ways", timings):
-        sample = serving.demo_score(exported["path"], data)
+        sample = offline.demo_score(exported["path"], data)
     summary = {
         "workdir": workdir,
         "events": synth_summary["events"],

@@ -12,16 +12,18 @@ Example:
 """
 from __future__ import annotations
 
+import io
 import json
 import time
 
 import numpy as np
+import tensorflow as tf
 
-import pipeline  # noqa: F401
-from pipeline import config as config_lib
-from pipeline import features, fileio
-from pipeline import input as input_lib
-from pipeline import metrics as metrics_lib
+from core import config as config_lib
+from core import features, fileio
+from core import input as input_lib
+from core import metrics as metrics_lib
+from model.checkpoint import load_trained_model
 
 
 def mean_training_length(cfg: config_lib.Config) -> float:
@@ -65,7 +67,6 @@ def other_user_permutation(user_ids: np.ndarray) -> tuple[np.ndarray, int]:
 def _with_history(inputs, mode: str, perm: np.ndarray | None):
     """The batch with its history replaced as `mode` says (`perm`: the batch's
     `other_user_permutation`, used by the swapped mode)."""
-    import tensorflow as tf
     if mode == "real":
         return inputs
     inputs = dict(inputs)
@@ -80,7 +81,6 @@ def _with_history(inputs, mode: str, perm: np.ndarray | None):
 def _truncated(inputs, length: int | None):
     """The batch with every history cut to its `length` most recent events (histories are
     stored most recent first, so this is a prefix); None keeps it as read."""
-    import tensorflow as tf
     if length is None or length >= inputs["hist_item_id"].shape[1]:
         return inputs
     out = dict(inputs)
@@ -106,7 +106,6 @@ def score_passes(model, dataset, tasks, passes):
       scores {pass: {task: [N]}}, hist_lens {pass: [requests]} (history lengths used),
       seconds {pass: model time}; requests (distinct request ids) and wall_seconds.
     """
-    import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def scores_of(inputs):
@@ -266,11 +265,10 @@ def markdown_table(rows, tasks, per_doubling=None) -> str:
 
 
 def plot_auc_vs_length(rows, tasks, train_mean, train_max, path: str, title: str) -> None:
-    import io
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib  # lazy: only the optional plot needs matplotlib; its backend is set
+    matplotlib.use("Agg")  # before pyplot loads
+    import matplotlib.pyplot as plt  # lazy: as above
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [r["length"] for r in rows]
     for t in tasks:
@@ -293,7 +291,6 @@ def plot_auc_vs_length(rows, tasks, train_mean, train_max, path: str, title: str
 def run(cfg: config_lib.Config, data_dir: str, model_dir: str, out_dir: str | None = None) -> dict:
     cfg.validate()
     fileio.ensure_filesystem(data_dir)
-    from pipeline.train import load_trained_model
     model, checkpoint = load_trained_model(cfg, model_dir)
     input_lib.check_split(data_dir, "eval", cfg.tasks)  # DataError: missing, empty, unreadable
     try:

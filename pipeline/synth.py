@@ -5,7 +5,7 @@ impressions spread over 8 favourites, so one favourite shows up about every 400 
 and a short-term interest that drifts every `synth.drift_every` impressions. A target is
 much more likely to be positive when its author is a favourite or in the current
 short-term interest, so a model that sees more of the history can find more of the
-evidence: the reachable AUC rises with the history length (tests/test_synth.py proves it
+evidence: the reachable AUC rises with the history length (tests/pipeline/test_synth.py proves it
 with a plain numpy oracle).
 
 The generator is vectorized numpy (about a second per million events) and deterministic:
@@ -21,9 +21,12 @@ import json
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from pipeline import config as config_lib
-from pipeline import fileio
+from core import config as config_lib
+from core import fileio
 
 MIN_REQUEST_GAP_S = 10          # requests of one user never overlap (> IMPRESSION_SPREAD_S)
 IMPRESSION_SPREAD_S = 3         # impressions of a request fall in [t, t + 3) seconds
@@ -137,7 +140,6 @@ def generate(cfg: config_lib.SynthConfig, tasks: list[str]) -> dict[str, np.ndar
 
 def _raw_table(cols: dict[str, np.ndarray], cfg: config_lib.Config, rows: slice):
     """Columns of `rows` named and typed as the raw schema (data.schema) says."""
-    import pyarrow as pa
     schema = cfg.data.schema
     user = cols["user"][rows]
     user_names = np.array([f"u{u:06d}" for u in range(cfg.synth.users)])
@@ -169,17 +171,14 @@ def _write_jsonl(table, path: str) -> None:
 
 
 def _write(table, path: str, fmt: str) -> None:
-    import pyarrow as pa
     if fmt == "jsonl":
         _write_jsonl(table, path)
         return
     if fmt == "csv":
-        import pyarrow.csv as pacsv
         sink = pa.BufferOutputStream()
         pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="none"))
         data = sink.getvalue().to_pybytes()
     else:
-        import pyarrow.parquet as pq
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="snappy")
         data = sink.getvalue().to_pybytes()

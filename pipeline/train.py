@@ -26,14 +26,15 @@ import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 
-import pipeline  # noqa: F401
-from pipeline import config as config_lib
-from pipeline import errors, fileio
-from pipeline import input as input_lib
-
-CHECKPOINT_SUBDIR = "checkpoints"
-METRICS_FILE = "train_metrics.json"
+from core import config as config_lib
+from core import errors, fileio
+from core import input as input_lib
+from model import build_model
+from model import precision as precision_lib
+from model.checkpoint import CHECKPOINT_SUBDIR, METRICS_FILE, check_model_dir, restore_objects
+from model.lazy_adam import LazyAdam
 
 
 def _tf_config() -> dict:
@@ -42,7 +43,6 @@ def _tf_config() -> dict:
 
 def make_strategy(name: str):
     """train.strategy -> a tf.distribute strategy (created before any other TF work)."""
-    import tensorflow as tf
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -74,8 +74,6 @@ def make_optimizer(train_cfg: config_lib.TrainConfig, precision: str):
     Global-norm clipping is done by `RankingModel.train_step` after the cross-replica sum,
     so it clips the global gradient as a single-device run would.
     """
-    import tensorflow as tf
-    from model import precision as precision_lib
     warmup = train_cfg.warmup_steps
     # alpha=1 turns the cosine into a constant: decay "none" is the same schedule, flat.
     lr = tf.keras.optimizers.schedules.CosineDecay(
@@ -87,7 +85,6 @@ def make_optimizer(train_cfg: config_lib.TrainConfig, precision: str):
     if train_cfg.optimizer == "adam":
         opt = tf.keras.optimizers.Adam(lr)
     elif train_cfg.optimizer == "lazy_adam":
-        from pipeline.lazy_adam import LazyAdam
         opt = LazyAdam(lr)
     elif train_cfg.optimizer == "adamw":
         opt = tf.keras.optimizers.AdamW(lr, weight_decay=train_cfg.weight_decay)
@@ -130,55 +127,6 @@ class _StopFlag:
         self._restore()
 
 
-def latest_checkpoint(model_dir: str) -> str | None:
-    """The newest checkpoint prefix in MODEL_DIR/checkpoints, or None."""
-    import tensorflow as tf
-    return tf.train.latest_checkpoint(fileio.join(model_dir, CHECKPOINT_SUBDIR))
-
-
-def check_model_dir(cfg: config_lib.Config, model_dir: str) -> None:
-    """Refuses a config that describes another model than the one MODEL_DIR holds.
-
-    The config saved with the checkpoints (MODEL_DIR/config.yaml) defines the trained
-    architecture; `config_lib.architecture_diff` says which fields must match it (model.*
-    but a few runtime fields, data.schema.tasks); the rest may change (e.g. train.steps).
-    A model dir without a checkpoint holds no model.
-
-    Raises:
-      ConfigError naming every differing field with its trained value.
-    """
-    path = fileio.join(model_dir, "config.yaml")
-    if latest_checkpoint(model_dir) is None or not fileio.exists(path):
-        return
-    diff = config_lib.architecture_diff(config_lib.load_config(path, validate=False), cfg)
-    if diff:
-        raise config_lib.ConfigError(
-            f"--model-dir {model_dir} holds a model with another architecture: "
-            + "; ".join(diff) + f" ({path} defines the trained model; drop these values or "
-            "use a new --model-dir)")
-
-
-def _restore(ckpt, checkpoint: str, partial: bool, what: str) -> None:
-    """ckpt.restore(checkpoint) with every existing object matched (`partial`: objects of the
-    checkpoint that ckpt lacks, e.g. optimizer slots, are fine).
-
-    Raises:
-      ConfigError when the checkpoint holds another model (`what` says which settings
-      decide it), DataError when it cannot be read.
-    """
-    import tensorflow as tf
-    try:
-        status = ckpt.restore(checkpoint)
-        (status.expect_partial() if partial else status).assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:
-        raise config_lib.ConfigError(
-            f"--model-dir: checkpoint {checkpoint} does not fit the model of the config "
-            f"({what}): {' '.join(str(e).split())[:300]}") from None
-    except (tf.errors.OpError, IndexError) as e:  # IndexError: TF's reader on a short file
-        raise errors.DataError(f"--model-dir: cannot read checkpoint {checkpoint}: "
-                               f"{' '.join(str(e).split())[:300]}") from None
-
-
 def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     """Trains cfg.train.steps steps (resuming if MODEL_DIR has checkpoints); returns metrics.
 
@@ -194,8 +142,6 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     strategy = make_strategy(cfg.train.strategy)  # before other TF work (multi-worker)
     input_lib.check_split(data_dir, "train", cfg.tasks)
 
-    import tensorflow as tf
-    from model import build_model
 
     # train.seed fixes weight initialisation (Python, NumPy and TF seeds) and input order.
     tf.keras.utils.set_random_seed(cfg.train.seed)
@@ -219,7 +165,7 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         optimizer.build(model.trainable_variables)
         restored = manager.latest_checkpoint
         if restored:
-            _restore(ckpt, restored, partial=False, what="model.*, data.schema.tasks, or "
+            restore_objects(ckpt, restored, partial=False, what="model.*, data.schema.tasks, or "
                      "model.precision mixed_float16 and its loss scale")
     if chief:
         config_lib.save_config(cfg, model_dir)  # only now: cfg fits the checkpoint
@@ -384,40 +330,6 @@ class _Throughput:
 
 
 def _current_lr(optimizer) -> float:
-    import tensorflow as tf
     lr = optimizer.learning_rate
     # Under a strategy the rate is a distributed variable, which float() refuses.
     return float(tf.convert_to_tensor(lr(optimizer.iterations) if callable(lr) else lr))
-
-
-def load_trained_model(cfg: config_lib.Config, model_dir: str):
-    """The model of MODEL_DIR with the weights of its newest checkpoint (no optimizer state),
-    after `check_model_dir`; returns (model, checkpoint). Used by evaluate and export.
-
-    Raises:
-      DataError (no checkpoint, or an unreadable one), ConfigError (cfg describes another
-      model than the trained one).
-    """
-    fileio.ensure_filesystem(model_dir)
-    latest = latest_checkpoint(model_dir)
-    if latest is None:
-        raise errors.DataError(f"--model-dir: no checkpoint in "
-                               f"{fileio.join(model_dir, CHECKPOINT_SUBDIR)}; run "
-                               f"`stca train --model-dir {model_dir}` first")
-    check_model_dir(cfg, model_dir)
-    return restore_checkpoint(cfg, latest), latest
-
-
-def restore_checkpoint(cfg: config_lib.Config, checkpoint: str):
-    """The one restore of a trained model: built from cfg, weights from `checkpoint`.
-
-    Raises:
-      ConfigError when the checkpoint holds another architecture, DataError when it
-      cannot be read.
-    """
-    import tensorflow as tf
-    from model import build_model
-    model = build_model(cfg.model, cfg.tasks)  # built: restore is matched at once
-    _restore(tf.train.Checkpoint(model=model), checkpoint, partial=True,  # no optimizer
-             what="model.*, data.schema.tasks")
-    return model

@@ -9,16 +9,11 @@
     requests.py    request builders (features + idhash), REST JSON and gRPC protos
     transport.py   REST, gRPC and in-process transports
     cache.py       LRU cache bounded by bytes with TTL
+    single_flight.py  one encode_user per cold user for concurrent requests
     offline.py     in-process scoring; demo_score for `stca demo`
     layout.py      export directory layout
 
-The client side (client, requests, transport, cache, layout) never imports `model`.
+The client side (client, requests, transport, cache, single_flight, layout) never imports
+`model`.
 """
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-
-
-def demo_score(export_dir: str, data_dir: str) -> dict:
-    """One held-out request scored via serving_default and via encode_user +
-    score_candidates (RankingClient, in-process transport); see serving/offline.py."""
-    from serving.offline import demo_score as _demo_score
-    return _demo_score(export_dir, data_dir)
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)

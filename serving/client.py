@@ -18,8 +18,8 @@ The key holds request_ts because the cache holds time-delta embeddings: a later 
 of the same user with the same history is a new entry. Callers who accept slightly stale
 time deltas (e.g. re-ranking within a session) may pass the session's first request_ts.
 
-Inputs are built by the training input builder (`pipeline.features`, IDs by
-`pipeline.idhash.stable_id`) and validated against the signatures the server reports
+Inputs are built by the training input builder (`core.features`, IDs by
+`core.idhash.stable_id`) and validated against the signatures the server reports
 before anything is sent. This module never imports the `model` package.
 
 Errors: every bad request raises `RequestError` (nothing else escapes for bad input); a
@@ -44,8 +44,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline import features
-from pipeline.config import Config, ConfigError, ServingConfig
+from core import features
+from core.config import Config, ConfigError, ServingConfig
 from serving import requests as req
 from serving import signatures as sigs
 from serving.cache import LRUCache, nbytes
@@ -71,7 +71,7 @@ class RankingClient:
       transport: RestTransport | GrpcTransport | InProcessTransport (serving/transport.py).
         A transport built without an explicit timeout_s gets serving.timeout_s (of the
         first client it is given to, when shared).
-      serving_cfg: `pipeline.config.ServingConfig` (limits, chunk size, cache budget, TTL,
+      serving_cfg: `core.config.ServingConfig` (limits, chunk size, cache budget, TTL,
         timeout).
       clock: seconds for the cache TTL (injectable for tests).
 
@@ -82,7 +82,7 @@ class RankingClient:
     def __init__(self, transport, serving_cfg: ServingConfig | None = None,
                  clock: Callable[[], float] = time.monotonic):
         if serving_cfg is not None and not isinstance(serving_cfg, ServingConfig):
-            raise ConfigError(f"serving_cfg: expected a pipeline.config.ServingConfig (e.g. "
+            raise ConfigError(f"serving_cfg: expected a core.config.ServingConfig (e.g. "
                               f"cfg.serving), got {type(serving_cfg).__name__}")
         self.cfg = serving_cfg or ServingConfig()
         self.cfg.validate()

@@ -30,10 +30,13 @@ import os
 import shutil
 
 import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 
-import pipeline  # noqa: F401
-from pipeline import config as config_lib
-from pipeline import features, fileio
+from core import config as config_lib
+from core import features, fileio
+from core.random_inputs import random_requests
+from model import checkpoint as checkpoint_lib
 from serving import layout
 from serving import requests as req
 from serving import signatures as sigs
@@ -57,9 +60,8 @@ def run(cfg: config_lib.Config, model_dir: str, export_dir: str) -> dict:
       Summary dict (path, version, signatures, sizes) also printed by the CLI.
     """
     cfg.validate()
-    from pipeline import train
-    model, checkpoint = train.load_trained_model(export_config(cfg), model_dir)
-    metrics_path = fileio.join(model_dir, train.METRICS_FILE)
+    model, checkpoint = checkpoint_lib.load_trained_model(export_config(cfg), model_dir)
+    metrics_path = fileio.join(model_dir, checkpoint_lib.METRICS_FILE)
     train_metrics = (json.loads(fileio.read_text(metrics_path))
                      if fileio.exists(metrics_path) else None)
     if not fileio.is_remote(checkpoint):
@@ -108,7 +110,6 @@ def export_model(model, cfg: config_lib.Config, export_base: str, checkpoint: st
     Returns:
       {"path", "model_name", "version", "signatures", "variables_bytes", ...}.
     """
-    import tensorflow as tf
     ex = cfg.export
     if export_base.startswith(("gs://", "s3://", "hdfs://")):
         raise config_lib.ConfigError(f"--export-dir: {export_base!r}; exports are written to a "
@@ -147,7 +148,7 @@ def export_model(model, cfg: config_lib.Config, export_base: str, checkpoint: st
                 "candidate_inputs": list(features.CANDIDATE_INPUTS),
                 "history_order": "most recent first; valid events are a prefix of hist_len",
                 "timestamps": "Unix milliseconds (int64)",
-                "ids": "raw int64 IDs from pipeline.idhash.stable_id; hashed into embedding "
+                "ids": "raw int64 IDs from core.idhash.stable_id; hashed into embedding "
                        "buckets inside the model",
             },
             "precision": {"trained": cfg.model.precision,
@@ -176,27 +177,17 @@ def export_model(model, cfg: config_lib.Config, export_base: str, checkpoint: st
 
 def synthetic_inputs(histories: list[int], candidates: list[int], seed: int = 0
                      ) -> dict[str, np.ndarray]:
-    """Dense inputs of synthetic requests (one per history length), built by the client's
-    request builders: used for the warmup requests and verify-export's parity batch."""
-    rng = np.random.default_rng(seed)
-    built = []
-    for i, (n_hist, n_cand) in enumerate(zip(histories, candidates)):
-        events = [(int(item), int(author), int(action), WARMUP_TS - 60_000 * (k + 1))
-                  for k, (item, author, action) in enumerate(zip(
-                      rng.integers(1, 10**9, n_hist), rng.integers(1, 10**6, n_hist),
-                      rng.integers(0, 8, n_hist)))]
-        cands = list(zip(rng.integers(1, 10**9, n_cand).tolist(),
-                         rng.integers(1, 10**6, n_cand).tolist()))
-        built.append(req.normalize({"user_id": f"synthetic-{i}", "request_ts": WARMUP_TS},
-                                   events, cands, req.Limits(max(n_hist, 1), max(n_cand, 1))))
-    return req.dense_inputs(built)
+    """Dense inputs of random requests, one per (history length, candidates) pair
+    (core.random_inputs): the warmup requests and verify-export's parity batch."""
+    inputs, _ = random_requests(len(histories), max(max(histories), 1),
+                                max(max(candidates), 1), seed, hist_len=histories,
+                                tgt_len=candidates, request_ts=WARMUP_TS)
+    return inputs
 
 
 def write_warmup(version_dir: str, functions: dict, ex: config_lib.ExportConfig) -> dict:
     """assets.extra/tf_serving_warmup_requests: one PredictRequest per signature, as
     tensorflow.serving.PredictionLog records (TF Serving replays them when it loads)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
     inputs = synthetic_inputs([ex.warmup_history], [ex.warmup_candidates])
     user = {n: inputs[n] for n in features.USER_INPUTS}
     cache = {k: v.numpy() for k, v in functions[sigs.ENCODE_USER](user).items()}

@@ -10,17 +10,18 @@ import dataclasses
 import time
 
 import numpy as np
+import tensorflow as tf
 
-import pipeline  # noqa: F401
-from pipeline import config as config_lib
-from pipeline import features
+from core import config as config_lib
+from core import features
+from core import input as input_lib
 from serving import layout
+from serving.client import RankingClient
+from serving.transport import InProcessTransport
 
 
 def read_request(data_dir: str, split: str = "eval", index: int = 0) -> tuple:
     """The index-th request of DATA/split as raw (user, history, candidates) for the client."""
-    import tensorflow as tf
-    from pipeline import input as input_lib
     shards = input_lib.list_shards(data_dir, split)
     dataset = tf.data.TFRecordDataset(shards[:1], input_lib.compression_type(shards[0]))
     serialized = next(iter(dataset.skip(index).take(1)))
@@ -45,8 +46,6 @@ def demo_score(export_dir: str, data_dir: str) -> dict:
       {"serving_default": {task: [m floats]}, "encode_user+score_candidates": {...},
        "max_abs_diff", "second_call_cache_hit", "history_length", "candidates", ...}.
     """
-    from serving.client import RankingClient
-    from serving.transport import InProcessTransport
     transport = InProcessTransport(export_dir)
     meta = layout.read_metadata(transport.version_dir)
     serving_cfg = config_lib.config_from_dict(meta["config"]).serving

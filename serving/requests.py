@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipeline import features, idhash
+from core import features, idhash
 from serving import signatures as sigs
 
 EVENT_FIELDS = ("item_id", "author_id", "action", "ts")
@@ -354,7 +354,7 @@ def parse_rest_response(body: Mapping, outputs: Mapping[str, dict]) -> dict[str,
 def grpc_request(model_name: str, signature_name: str, inputs: Mapping[str, np.ndarray],
                  version: int | None = None):
     """tensorflow_serving.apis.predict_pb2.PredictRequest with one TensorProto per input."""
-    from tensorflow_serving.apis import predict_pb2
+    from tensorflow_serving.apis import predict_pb2  # lazy: only gRPC clients need the TF Serving protos
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name

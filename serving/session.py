@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from typing import Mapping
 
 import numpy as np
+import tensorflow as tf
+from tensorflow.python.util import deprecation
+from tensorflow_serving.apis import prediction_log_pb2
 
-import pipeline  # noqa: F401
+from core import features
 from serving import layout
 from serving import signatures as sigs
 
@@ -38,12 +42,10 @@ class SessionModel:
     """
 
     def __init__(self, version_dir: str):
-        import tensorflow as tf
         self._tf = tf
         self.version_dir = version_dir
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
-        from tensorflow.python.util import deprecation
         with self.graph.as_default(), deprecation.silence():  # the TF1 API is the point here
             meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], version_dir)
         self.signature_defs = dict(meta.signature_def)
@@ -72,8 +74,6 @@ class SessionModel:
 
     def warmup_requests(self) -> list:
         """(signature_name, inputs) of every PredictionLog in assets.extra (may be empty)."""
-        import os
-        from tensorflow_serving.apis import prediction_log_pb2
         path = layout.warmup_path(self.version_dir)
         if not os.path.exists(path):
             return []
@@ -100,7 +100,6 @@ def parity_job(version_dir: str, inputs: Mapping[str, np.ndarray]) -> tuple[dict
     Returns:
       (arrays "<signature>/<output>", summary dict with the loaded contract and warmup).
     """
-    from pipeline import features
     model = SessionModel(version_dir)
     arrays = {}
     direct = model.run(sigs.SERVING_DEFAULT, inputs)

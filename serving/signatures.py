@@ -1,6 +1,6 @@
 """The serving signature contract and the tf.functions that implement it.
 
-One SavedModel, three signatures, dense padded inputs named as `pipeline.features`
+One SavedModel, three signatures, dense padded inputs named as `core.features`
 (no ragged tensors anywhere), raw int64 IDs hashed inside the model:
 
     serving_default    USER_INPUTS + CANDIDATE_INPUTS      -> score_<task> [B, M] float32
@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
-from pipeline import features
+from core import features
 
 SERVING_DEFAULT = "serving_default"
 ENCODE_USER = "encode_user"

@@ -29,7 +29,7 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.config import ConfigError, ServingConfig
+from core.config import ConfigError, ServingConfig
 from serving import layout
 from serving import requests as req
 from serving import signatures as sigs
@@ -84,7 +84,7 @@ def tls_credentials(root_certs: str = "", client_cert: str = "", client_key: str
     Example:
         creds = tls_credentials("ca.pem", "client.pem", "client.key")
     """
-    import grpc
+    import grpc  # lazy: the REST client needs neither grpc nor TensorFlow
     ServingConfig(grpc_tls=True, grpc_root_certs=root_certs, grpc_client_cert=client_cert,
                   grpc_client_key=client_key).validate()   # types, cert and key together
     return grpc.ssl_channel_credentials(
@@ -145,8 +145,8 @@ class RestTransport:
 
     def contract(self) -> dict:
         if self._contract is None:
-            from google.protobuf import json_format
-            from tensorflow_serving.apis import get_model_metadata_pb2
+            from google.protobuf import json_format  # lazy: TF Serving's protos load TensorFlow
+            from tensorflow_serving.apis import get_model_metadata_pb2  # lazy: as above
             path = req.rest_path(self.model_name, self.version).replace(":predict", "/metadata")
             body = self._call(path)
             try:
@@ -194,8 +194,8 @@ class GrpcTransport:
     def __init__(self, target: str, model_name: str, version: int | None = None,
                  timeout_s: float | None = None, credentials=None,
                  server_name: str | None = None):
-        import grpc
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
+        import grpc  # lazy: the REST client needs neither grpc nor TensorFlow
+        from tensorflow_serving.apis import prediction_service_pb2_grpc  # lazy: as above
         self.model_name, self.version = model_name, version
         self.timeout_s = _timeout(timeout_s)
         options = [("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
@@ -232,7 +232,7 @@ class GrpcTransport:
                    serving_cfg.grpc_server_name or None)
 
     def _rpc(self, method, request):
-        import grpc
+        import grpc  # lazy: as in __init__
         timeout = _seconds(self.timeout_s)
         try:
             return method(request, timeout=timeout)
@@ -243,7 +243,7 @@ class GrpcTransport:
 
     def contract(self) -> dict:
         if self._contract is None:
-            from tensorflow_serving.apis import get_model_metadata_pb2
+            from tensorflow_serving.apis import get_model_metadata_pb2  # lazy: as in __init__
             request = get_model_metadata_pb2.GetModelMetadataRequest(
                 metadata_field=["signature_def"])
             request.model_spec.name = self.model_name
@@ -271,8 +271,8 @@ class InProcessTransport:
     """
 
     def __init__(self, export_dir: str):
-        import tensorflow as tf
-        from tensorflow.python.saved_model import loader_impl
+        import tensorflow as tf  # lazy: REST and gRPC clients do not load TensorFlow
+        from tensorflow.python.saved_model import loader_impl  # lazy: as above
         self.version_dir = layout.resolve_version_dir(export_dir)
         self._tf = tf
         self._loaded = tf.saved_model.load(self.version_dir)

@@ -35,13 +35,20 @@ import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
+from tensorflow.python.saved_model import loader_impl
 
-import pipeline  # noqa: F401
-from pipeline import config as config_lib
-from pipeline import features, fileio
-from pipeline.errors import EXIT_GATE, UserError
+from core import config as config_lib
+from core import features, fileio
+from core import input as input_lib
+from core import metrics as metrics_lib
+from core.errors import EXIT_GATE, UserError
+from model import build_model
+from model.checkpoint import restore_checkpoint
+from model.flops import stca_attention_form
 from serving import layout
 from serving import signatures as sigs
+from serving.export import export_config, synthetic_inputs
 
 FLOAT32_TOL = 1e-5
 # A bfloat16 cache keeps 8 significant bits (relative error <= 2^-9 per entry); measured
@@ -125,10 +132,6 @@ def _run_loader(version_dir: str, inputs: dict, work: str) -> tuple[dict, dict]:
 
 def _restore_model(meta: dict, cfg: config_lib.Config, checks: _Checks):
     """The in-memory model in the export's compute precision, from the recorded checkpoint."""
-    import tensorflow as tf
-    from model import build_model
-    from pipeline.train import restore_checkpoint
-    from serving.export import export_config
     checkpoint = meta.get("checkpoint")
     if not checkpoint:
         checks.add("checkpoint recorded", True, "none recorded (exported from an untrained "
@@ -143,9 +146,6 @@ def _restore_model(meta: dict, cfg: config_lib.Config, checks: _Checks):
 
 def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Checks) -> dict:
     """Exported vs in-memory scores and AUC on held-out requests of DATA/eval."""
-    import tensorflow as tf
-    from pipeline import input as input_lib
-    from pipeline import metrics as metrics_lib
     eval_cfg = copy.deepcopy(cfg)
     eval_cfg.eval.max_requests = cfg.export.verify_requests
     length = max(cfg.eval.lengths)
@@ -201,7 +201,6 @@ def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Chec
 def _projected_candidates(cfg: config_lib.Config) -> int:
     """Candidates per request from which serving_default runs STCA's projected attention
     form (model/flops.py), so the parity checks cover both forms; 64 when no count does."""
-    from model.flops import stca_attention_form
     if cfg.model.encoder == "stca":
         for m in range(1, 4097):
             if stca_attention_form(cfg.model, m) == "projected":
@@ -213,14 +212,12 @@ def _forms_label(cfg: config_lib.Config, candidates: int) -> str:
     """Which STCA attention forms a parity check compares (empty for other encoders)."""
     if cfg.model.encoder != "stca":
         return ""
-    from model.flops import stca_attention_form
     form = stca_attention_form(cfg.model, candidates)
     return (f" [M={candidates}: serving_default {form} attention, score_candidates cached "
             "projected K/V]")
 
 
 def _float32_compute(cfg: config_lib.Config) -> bool:
-    from serving.export import export_config
     return export_config(cfg).model.precision == "float32"
 
 
@@ -234,9 +231,6 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
     Returns:
       {"passed": True, "version_dir", "checks": [...], "held_out": {...} | None, ...}.
     """
-    import tensorflow as tf
-    from tensorflow.python.saved_model import loader_impl
-    from serving.export import synthetic_inputs
     t0 = time.time()
     version_dir = layout.resolve_version_dir(export_dir)
     meta = layout.read_metadata(version_dir)

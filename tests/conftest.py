@@ -1,9 +1,9 @@
-"""Shared fixtures. Importing `pipeline` first sets TF_USE_LEGACY_KERAS before TensorFlow.
+"""Shared fixtures. Importing `core` first sets TF_USE_LEGACY_KERAS before TensorFlow.
 
 Helpers (paths, tiny model, records, serving) live in tests/helpers/, not here."""
 import pathlib
 
-import pipeline  # noqa: F401
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
 import pytest
 
 from tests.helpers.env import REPO

@@ -29,7 +29,7 @@ def load(results: pathlib.Path) -> dict:
 def measured_aims(data: dict, explain_all: bool = False) -> list[dict]:
     """The aims' rows on `data`; a missed one (every one with `explain_all`) also gets its
     "explanation" (aims.yaml)."""
-    from pipeline.config import ModelConfig
+    from core.config import ModelConfig
     rows = aims_lib.evaluate({k: v for k, v in data.items() if v is not None})
     by_claim = {a["claim"]: a for a in rows}
     missed = {aim["claim"]: aim.get("missed") for aim in aims_lib.load()}

@@ -6,11 +6,24 @@ import tf_keras as keras
 
 from model.encoders.base import SequenceEncoder
 from model.layers.din_attention import DINAttention
+from model.registry import register_encoder
 
 HISTORY_EVENTS = "history_events"
 HISTORY_KEYS = "history_keys"
 
 
+DIN_HIDDEN = (80, 40)  # the attention MLP of DIN's paper and DeepCTR
+
+
+def din_flops(cfg, L: int, m: int = 1) -> tuple[int, int]:
+    """(user, per-target) forward FLOPs of the attention MLP over every event."""
+    d, (h1, h2) = cfg.d_model, DIN_HIDDEN
+    user = 2 * L * d * h1
+    per_target = 2 * d * h1 + 2 * L * d * h1 + 2 * L * h1 * h2 + 2 * L * h2 + 2 * L * d
+    return user, per_target
+
+
+@register_encoder("din", flops=din_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class DINEncoder(SequenceEncoder):
     """z = sum_j softmax_j(MLP([h_j; t; h_j - t; h_j * t])) h_j.
@@ -26,6 +39,10 @@ class DINEncoder(SequenceEncoder):
     Example:
         z = DINEncoder(64)(events, history_mask, targets)
     """
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):
+        return cls(model_cfg.d_model, hidden_units=DIN_HIDDEN, **kwargs)
 
     def __init__(self, d_model: int, hidden_units=(80, 40), **kwargs):
         super().__init__(d_model, **kwargs)

@@ -5,12 +5,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.encoders.base import HIST_LEN, SequenceEncoder
+from model.flops import swiglu_flops
 from model.layers.common import check_heads_divide, check_positive
 from model.layers.id_match import match_bias
 from model.layers.longer_attention import LongerAttention
 from model.layers.masking import length_mask
 from model.layers.token_merge import TokenMerge
 from model.recompute import recompute
+from model.registry import register_encoder
 
 SEQUENCE_KV = "sequence_kv"   # [B, 2, P0 + G, d]: layer-1 keys / values of [global; merged]
 SHORT_KV = "short_kv"         # [B, N, 2, P0 + k, d]: keys / values of the short set, per layer
@@ -50,6 +52,29 @@ def hybrid_mask(num_candidates, num_globals: int, sequence_valid, num_recent: in
                       valid[:, None, :] & sequence_rule[None]], axis=-1)
 
 
+def longer_flops(cfg, L: int, m: int = 1) -> tuple[int, int]:
+    """(user, per-target) forward FLOPs of the encoder (model/flops.py has the formulas)."""
+    d, f, lc = cfg.d_model, cfg.ffn_mult, cfg.longer
+    K, k, n = lc.merge_k, lc.recent_k, lc.self_attn_layers
+    groups = max(-(-L // K), k)
+    p0 = 1 + (2 if cfg.use_user_id else 1)  # CLS + UserTokens.num_tokens
+    p = p0 + k
+
+    def layer(keys: int) -> int:  # one query token: W_Q, W_O, attention over keys, FFN
+        return 4 * d * d + 4 * keys * d + swiglu_flops(1, d, d, f * d)
+
+    user = 0
+    if K > 1:
+        user += 2 * groups * K * d * d
+        if lc.merge_mode == "innertrans":
+            user += groups * K * (8 * d * d + 4 * K * d) + swiglu_flops(groups * K, d, d, f * d)
+    user += 4 * (p0 + groups) * d * d + p * layer(p0 + groups)
+    user += n * 4 * p * d * d + (n - 1) * p * layer(p)
+    per_target = (n + 1) * 4 * d * d + layer(p0 + groups + 1) + n * layer(p + 1)
+    return user, per_target
+
+
+@register_encoder("longer", flops=longer_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class LongerEncoder(SequenceEncoder):
     """LONGER over the shared event embedding, behind the SequenceEncoder interface.
@@ -106,6 +131,16 @@ class LongerEncoder(SequenceEncoder):
 
     supports_recompute = True
     supports_id_match = True
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):
+        cfg = model_cfg.longer
+        return cls(model_cfg.d_model, model_cfg.num_heads, merge_k=cfg.merge_k,
+                   merge_mode=cfg.merge_mode, recent_k=cfg.recent_k,
+                   self_attn_layers=cfg.self_attn_layers, ffn_mult=model_cfg.ffn_mult,
+                   num_user_tokens=num_user_tokens, recompute=model_cfg.recompute,
+                   num_match_fields=len(model_cfg.id_match),
+                   match_bias_init=model_cfg.id_match_init, **kwargs)
 
     def __init__(self, d_model: int, num_heads: int = 4, merge_k: int = 4,
                  merge_mode: str = "concat", recent_k: int = 32, self_attn_layers: int = 2,

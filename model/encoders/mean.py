@@ -6,10 +6,17 @@ import tf_keras as keras
 
 from model.encoders.base import SequenceEncoder
 from model.layers.masking import masked_mean
+from model.registry import register_encoder
 
 HISTORY_MEAN = "history_mean"
 
 
+def mean_flops(cfg, L: int, m: int = 1) -> tuple[int, int]:
+    """The masked mean is already counted with the user tokens (model/flops.py)."""
+    return 0, 0
+
+
+@register_encoder("mean", flops=mean_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class MeanEncoder(SequenceEncoder):
     """z = mean of the valid history events, the same for every target of a request.
@@ -23,6 +30,10 @@ class MeanEncoder(SequenceEncoder):
     Example:
         z = MeanEncoder(64)(events, history_mask, targets)
     """
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):
+        return cls(model_cfg.d_model, **kwargs)
 
     def encode_user(self, events, history_mask, user_tokens=None, training=None):
         return {HISTORY_MEAN: masked_mean(tf.cast(events, self.compute_dtype), history_mask)}

@@ -5,11 +5,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.encoders.base import SequenceEncoder
+from model.flops import stca_attention_flops, stca_attention_form, swiglu_flops
 from model.layers.common import check_heads_divide, check_positive
 from model.layers.history_view import HistoryView
 from model.layers.stca_attention import STCAAttention
 from model.layers.token_fusion import TokenFusion
 from model.recompute import recompute
+from model.registry import register_encoder
 
 # The serving cache: every layer's projected keys and values, [B, N, h, L, d_h] each.
 HISTORY_KEYS = "history_keys"
@@ -21,6 +23,20 @@ def _as_float(id_match):
     return None if id_match is None else tf.cast(id_match, tf.float32)
 
 
+def stca_flops(cfg, L: int, m: int = 1) -> tuple[int, int]:
+    """(user, per-target) forward FLOPs of the encoder (model/flops.py has the formulas)."""
+    d, h, n, f = cfg.d_model, cfg.num_heads, cfg.num_layers, cfg.ffn_mult
+    attention = stca_attention_flops(stca_attention_form(cfg, m), L, d, h, m)
+    user = n * (swiglu_flops(L, d, d, f * d) + attention["user"])
+    per_target = 0
+    for i in range(1, n + 1):
+        fusion = (2 * i * d * d if i > 1 else 0) + swiglu_flops(1, d, d, f * d)
+        per_target += fusion + attention["per_target"]
+    per_target += 2 * (n + 1) * d * d + swiglu_flops(1, d, d, f * d)  # output token
+    return user, per_target
+
+
+@register_encoder("stca", flops=stca_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class STCAEncoder(SequenceEncoder):
     """N layers of target-to-history cross attention over per-layer history views.
@@ -61,6 +77,15 @@ class STCAEncoder(SequenceEncoder):
 
     supports_recompute = True
     supports_id_match = True
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):
+        return cls(model_cfg.d_model, model_cfg.num_heads, model_cfg.num_layers,
+                   model_cfg.ffn_mult, recompute=model_cfg.recompute,
+                   num_match_fields=len(model_cfg.id_match),
+                   match_bias_init=model_cfg.id_match_init,
+                   attention_sink=model_cfg.attention_sink,
+                   attention_form=model_cfg.attention_form, **kwargs)
 
     def __init__(self, d_model: int, num_heads: int = 4, num_layers: int = 3,
                  ffn_mult: int = 2, recompute: bool = False, num_match_fields: int = 0,

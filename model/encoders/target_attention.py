@@ -7,11 +7,19 @@ import tf_keras as keras
 from model.encoders.base import SequenceEncoder
 from model.layers.common import check_heads_divide
 from model.layers.target_attention import TargetAttention
+from model.registry import register_encoder
 
 HISTORY_KEYS = "history_keys"
 HISTORY_VALUES = "history_values"
 
 
+def target_attention_flops(cfg, L: int, m: int = 1) -> tuple[int, int]:
+    """(user, per-target) forward FLOPs: K / V once, then scores + context per target."""
+    d = cfg.d_model
+    return 4 * L * d * d, 4 * L * d + 4 * d * d
+
+
+@register_encoder("target_attention", flops=target_attention_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class TargetAttentionEncoder(SequenceEncoder):
     """z = MultiHead(x_t, X W_K, X W_V) W_O; keys / values are cached per request.
@@ -25,6 +33,10 @@ class TargetAttentionEncoder(SequenceEncoder):
     Example:
         z = TargetAttentionEncoder(64, 4)(events, history_mask, targets)
     """
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):
+        return cls(model_cfg.d_model, model_cfg.num_heads, **kwargs)
 
     def __init__(self, d_model: int, num_heads: int = 4, **kwargs):
         super().__init__(d_model, **kwargs)

@@ -5,13 +5,22 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.encoders.base import SequenceEncoder
+from model.flops import swiglu_flops
 from model.layers.common import check_positive
 from model.layers.transformer_block import TransformerBlock
 from model.recompute import recompute
+from model.registry import register_encoder
 
 HISTORY_EVENTS = "history_events"
 
 
+def transformer_flops(cfg, L: int, m: int = 1) -> tuple[int, int]:
+    """(user, per-target) forward FLOPs: full self-attention over [history; target] per target."""
+    d, n, f, s = cfg.d_model, cfg.num_layers, cfg.ffn_mult, L + 1
+    return 0, n * (8 * s * d * d + 4 * s * s * d + swiglu_flops(s, d, d, f * d))
+
+
+@register_encoder("transformer", flops=transformer_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class TransformerEncoder(SequenceEncoder):
     """For every target t: S = [x_1..x_L; x_t], N bidirectional self-attention blocks,
@@ -33,6 +42,11 @@ class TransformerEncoder(SequenceEncoder):
     """
 
     supports_recompute = True
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):
+        return cls(model_cfg.d_model, model_cfg.num_heads, model_cfg.num_layers,
+                   model_cfg.ffn_mult, recompute=model_cfg.recompute, **kwargs)
 
     def __init__(self, d_model: int, num_heads: int = 4, num_layers: int = 1,
                  ffn_mult: int = 2, recompute: bool = False, **kwargs):

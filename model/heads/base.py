@@ -7,6 +7,11 @@ import tf_keras as keras
 from model.layers.common import check_positive
 
 
+def head_tokens(model_cfg) -> int:
+    """Tokens the ranking model hands the head per target: [z, user tokens, candidate]."""
+    return 3 if model_cfg.use_user_id else 2
+
+
 class TaskHead(keras.layers.Layer):
     """Base of the heads: tokens [B, M, T, d] -> logits [B, M, num_tasks] float32.
 
@@ -14,6 +19,12 @@ class TaskHead(keras.layers.Layer):
       num_tasks: logits per target. num_tokens, token_dim: input tokens T x d.
       width: hidden width. num_layers: the head's layers. dropout: the head's dropout rate.
     """
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_tasks: int, num_tokens: int, **kwargs):
+        """The head sized by the model config (model.head_width, head_layers, dropout)."""
+        return cls(num_tasks, num_tokens, model_cfg.d_model, width=model_cfg.head_width,
+                   num_layers=model_cfg.head_layers, dropout=model_cfg.dropout, **kwargs)
 
     def __init__(self, num_tasks: int, num_tokens: int, token_dim: int, width: int = 128,
                  num_layers: int = 2, dropout: float = 0.0, **kwargs):

@@ -5,9 +5,17 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from model.heads.base import TaskHead
+from model.heads.base import TaskHead, head_tokens
+from model.registry import register_head
 
 
+def dcn_head_flops(cfg, num_tasks: int = 1) -> int:
+    """Forward FLOPs per target: cross layers on the flat tokens, then the MLP."""
+    flat, w = head_tokens(cfg) * cfg.d_model, cfg.head_width
+    return cfg.head_layers * 2 * flat * flat + 2 * flat * w + 2 * w * num_tasks
+
+
+@register_head("dcn", flops=dcn_head_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class DCNHead(TaskHead):
     """x0 = concat(tokens); x_{i+1} = x0 * (x_i W_i + b_i) + x_i; logits = MLP(x_N).

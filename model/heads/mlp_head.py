@@ -3,9 +3,17 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from model.heads.base import TaskHead
+from model.heads.base import TaskHead, head_tokens
+from model.registry import register_head
 
 
+def mlp_head_flops(cfg, num_tasks: int = 1) -> int:
+    """Forward FLOPs per target of the MLP on the flat tokens."""
+    flat, w = head_tokens(cfg) * cfg.d_model, cfg.head_width
+    return 2 * flat * w + (cfg.head_layers - 1) * 2 * w * w + 2 * w * num_tasks
+
+
+@register_head("mlp", flops=mlp_head_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class MLPHead(TaskHead):
     """logits = Dense(ReLU(... ReLU(concat(tokens) W_1) ...)).

@@ -4,11 +4,21 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from model.heads.base import TaskHead
+from model.heads.base import TaskHead, head_tokens
 from model.layers.common import check_positive, per_token_initializer
 from model.layers.rankmixer import RankMixerBlock
+from model.registry import register_head
 
 
+def rankmixer_head_flops(cfg, num_tasks: int = 1) -> int:
+    """Forward FLOPs per target: token projections, RankMixer blocks, task outputs."""
+    d, w, layers = cfg.d_model, cfg.head_width, cfg.head_layers
+    tokens = head_tokens(cfg)
+    w = -(-w // tokens) * tokens
+    return 2 * tokens * d * w + layers * 4 * cfg.ffn_mult * tokens * w * w + 2 * w * num_tasks
+
+
+@register_head("rankmixer", flops=rankmixer_head_flops)
 @keras.utils.register_keras_serializable(package="stca")
 class RankMixerHead(TaskHead):
     """Per-token projection to width D, `num_layers` RankMixer blocks, token mean, logits.
@@ -26,6 +36,12 @@ class RankMixerHead(TaskHead):
     Example:
         logits = RankMixerHead(3, num_tokens=4, token_dim=64)(tokens)
     """
+
+    @classmethod
+    def from_model_config(cls, model_cfg, num_tasks: int, num_tokens: int, **kwargs):
+        return cls(num_tasks, num_tokens, model_cfg.d_model, width=model_cfg.head_width,
+                   num_layers=model_cfg.head_layers, dropout=model_cfg.dropout,
+                   ffn_mult=model_cfg.ffn_mult, **kwargs)
 
     def __init__(self, num_tasks: int, num_tokens: int, token_dim: int, width: int = 128,
                  num_layers: int = 2, ffn_mult: int = 2, dropout: float = 0.0, **kwargs):

@@ -47,7 +47,7 @@ class EventEmbedding(keras.layers.Layer):
       time_log_base: base of the log bucketing (> 1).
       ffn_mult: SwiGLU inner width multiplier.
 
-    Input: dict of model inputs (`pipeline.features.MODEL_INPUTS` names).
+    Input: dict of model inputs (`core.features.MODEL_INPUTS` names).
     Output of `call`: (history [B, L, d], targets [B, M, d]); `embed_history` and
     `embed_targets` compute one side each.
 

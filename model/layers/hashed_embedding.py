@@ -11,7 +11,7 @@ from model.layers.common import check_positive
 class HashedEmbedding(keras.layers.Layer):
     """row = floormod(id, num_buckets); output = table[row].
 
-    IDs come from `pipeline.idhash.stable_id` (63-bit hashes of string IDs, or the integer
+    IDs come from `core.idhash.stable_id` (63-bit hashes of string IDs, or the integer
     itself), so taking them modulo a prime-ish bucket count spreads them evenly and
     serving clients send raw IDs without any vocabulary file. floormod keeps negative
     IDs in range. Padding ID 0 maps to row 0 like any other ID: padded positions are

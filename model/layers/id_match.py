@@ -5,7 +5,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-# model.id_match names (pipeline.config.ID_MATCH_FIELDS) -> (history input, target input).
+# model.id_match names (core.config.ID_MATCH_FIELDS) -> (history input, target input).
 ID_MATCH_INPUTS = {"item": ("hist_item_id", "tgt_item_id"),
                    "author": ("hist_author_id", "tgt_author_id")}
 

@@ -130,7 +130,7 @@ class STCAAttention(keras.layers.Layer):
 
     def project_history(self, history_view):
         """X~ [B, L, d] -> (keys, values), each [B, h, L, d_h] in the compute dtype."""
-        d, h, k = self.d_model, self.num_heads, self.head_dim
+        h, k = self.num_heads, self.head_dim
         view = tf.cast(history_view, self.compute_dtype)
         batch, length = tf.shape(view)[0], tf.shape(view)[1]
         # Casts: these methods also run outside __call__ (serving), without autocast.

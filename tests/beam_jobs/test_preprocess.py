@@ -12,9 +12,10 @@ import pytest
 import tensorflow as tf
 
 from beam_jobs import preprocess
-from pipeline import config as C
-from pipeline import features, synth
-from pipeline.idhash import stable_id
+from core import config as C
+from core import features
+from pipeline import synth
+from core.idhash import stable_id
 from tests.helpers.env import REPO, subprocess_env
 from tests.helpers.records import SYNTH_TASKS, parse_all, read_records
 

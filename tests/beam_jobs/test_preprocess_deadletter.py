@@ -7,8 +7,8 @@ import pytest
 import pyarrow.parquet as pq
 
 from beam_jobs import preprocess
-from pipeline import config as C
-from pipeline.idhash import stable_id
+from core import config as C
+from core.idhash import stable_id
 from tests.helpers.records import parse_all, read_records
 
 pytestmark = pytest.mark.slow  # both tests run the Beam job

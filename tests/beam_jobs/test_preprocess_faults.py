@@ -1,4 +1,4 @@
-"""Fault injection for `stca preprocess` (issue 11, items 1-4, 7, 10, 11): bad rows and bad files
+"""Fault injection for `stca preprocess`: bad rows and bad files
 through the real Beam job, each run with an accounting check.
 
 Every run starts from a tiny synthetic log (3 users, ~440 rows) plus the faults of its
@@ -54,10 +54,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs import inputs, preprocess, readers, records
-from pipeline import config as C
+from core import config as C
 from pipeline import synth
-from pipeline.errors import DataError, OutputError
-from pipeline.idhash import stable_id
+from core.errors import DataError, OutputError
+from core.idhash import stable_id
 from tests.helpers.env import REPO, subprocess_env
 from tests.helpers.records import parse_all, read_records
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from beam_jobs import preprocess, readers
-from pipeline import config as C
-from pipeline.errors import DataError
+from core import config as C
+from core.errors import DataError
 from tests.helpers.env import FIXTURES, REPO, subprocess_env
 from tests.helpers.records import parse_all, read_records
 
@@ -145,7 +145,7 @@ def test_cli_reports_an_empty_glob_and_exits_3(tmp_path):
         [sys.executable, "-m", "pipeline.cli", "preprocess", "--input",
          str(tmp_path / "missing-*.csv"), "--out", str(tmp_path / "out")],
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 3          # missing input: a data error (pipeline/errors.py)
+    assert proc.returncode == 3          # missing input: a data error (core/errors.py)
     assert "matched no files" in proc.stderr and "missing-*.csv" in proc.stderr
 
 

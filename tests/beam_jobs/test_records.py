@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from beam_jobs import history, records
-from pipeline import features
+from core import features
 
 TASKS = ["click", "like"]
 

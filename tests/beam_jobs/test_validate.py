@@ -6,7 +6,7 @@ import pytest
 
 from beam_jobs.validate import (FieldMap, RowError, RowFormat, RowParser, dead_letter_json,
                                 derived_request_id, reason_code)
-from pipeline.idhash import stable_id
+from core.idhash import stable_id
 
 COLUMNS = ("user_id", "request_id", "timestamp", "item_id", "author_id", "click", "like")
 FIELDS = FieldMap(user_id="user_id", request_id="request_id", timestamp="timestamp",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import ModelConfig
+from core import random_inputs
+from core.config import ModelConfig
 
 TASKS = ("click", "like")
-REQUEST_TS = 1_700_000_000_000  # Unix ms
+REQUEST_TS = random_inputs.REQUEST_TS
 
-# ModelConfig fields; the rest keep their defaults (pipeline/config.py).
+# ModelConfig fields; the rest keep their defaults (core/config.py).
 TINY_MODEL = dict(d_model=16, num_heads=2, num_layers=2, item_buckets=5003,
                   author_buckets=1009, user_buckets=101, head_width=32, head_layers=1)
 UNIT_TABLES = dict(item_buckets=101, author_buckets=31, user_buckets=17, action_buckets=8,
@@ -38,44 +39,13 @@ def tiny_overrides(tasks=("click",)) -> list[str]:
 
 def random_requests(batch=3, length=12, num_targets=4, seed=0, hist_len=None, tgt_len=None,
                     tasks=TASKS):
-    """(inputs, labels) named as features.MODEL_INPUTS, zero-padded like model_inputs.
+    """core.random_inputs.random_requests as tf constants: (inputs, labels).
 
     By default example 0 is full, example 1 has an empty history and a single target, and
     the rest have random lengths.
     """
-    rng = np.random.default_rng(seed)
-    if hist_len is None:
-        hist_len = rng.integers(1, length + 1, size=batch)
-        hist_len[0] = length
-        if batch > 1:
-            hist_len[1] = 0
-    if tgt_len is None:
-        tgt_len = rng.integers(1, num_targets + 1, size=batch)
-        tgt_len[0] = num_targets
-        if batch > 1:
-            tgt_len[1] = 1
-    hist_len, tgt_len = np.asarray(hist_len, np.int32), np.asarray(tgt_len, np.int32)
-    hist_valid = np.arange(length)[None, :] < hist_len[:, None]
-    tgt_valid = np.arange(num_targets)[None, :] < tgt_len[:, None]
-
-    def ids(shape, valid, high=10**12):
-        return np.where(valid, rng.integers(1, high, size=shape), 0).astype(np.int64)
-
-    ages = np.cumsum(rng.integers(1_000, 3_600_000, size=(batch, length)), axis=1)
-    inputs = {
-        "user_id": rng.integers(1, 10**12, size=batch).astype(np.int64),
-        "request_ts": np.full(batch, REQUEST_TS, np.int64),
-        "hist_item_id": ids((batch, length), hist_valid),
-        "hist_author_id": ids((batch, length), hist_valid, 10**6),
-        "hist_action": ids((batch, length), hist_valid, 8),
-        "hist_ts": np.where(hist_valid, REQUEST_TS - ages, 0).astype(np.int64),
-        "hist_len": hist_len,
-        "tgt_item_id": ids((batch, num_targets), tgt_valid),
-        "tgt_author_id": ids((batch, num_targets), tgt_valid, 10**6),
-        "tgt_len": tgt_len,
-    }
-    labels = {t: np.where(tgt_valid, rng.integers(0, 2, size=(batch, num_targets)), 0)
-              .astype(np.float32) for t in tasks}
+    inputs, labels = random_inputs.random_requests(batch, length, num_targets, seed, hist_len,
+                                                   tgt_len, tasks, REQUEST_TS)
     return ({k: tf.constant(v) for k, v in inputs.items()},
             {k: tf.constant(v) for k, v in labels.items()})
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from pipeline import features
+from core import features
 
 
 def write_dataset(root: str, requests: int = 96, files: int = 2, history=(8, 200),

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from pipeline import config as config_lib
+from core import config as config_lib
 from tests.helpers.env import REPO, subprocess_env
 from tests.helpers.model import TASKS, tiny_overrides
 
@@ -34,7 +34,7 @@ def train_tiny(cfg: config_lib.Config, data_dir: str, model_dir: str) -> str:
     """A few Adam steps on the records, then a checkpoint + config.yaml like `stca train`."""
     import tensorflow as tf
     from model import build_model
-    from pipeline import input as input_lib
+    from core import input as input_lib
     model = build_model(cfg.model, cfg.tasks)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     batches = input_lib.eval_dataset(data_dir, cfg, 256, split="train")

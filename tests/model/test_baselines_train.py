@@ -4,13 +4,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 import model  # noqa: F401
-from model import build_model
+from model import build_model, registry
 from tests.helpers.model import TASKS, author_task_batch, tiny_config
 
 
 @pytest.mark.slow  # 32 training steps for each of 6 encoders
-@pytest.mark.parametrize("encoder", [
-    "stca", "longer", "target_attention", "din", "transformer", "mean"])
+@pytest.mark.parametrize("encoder", registry.encoder_names())  # every registered encoder
 def test_loss_falls_on_small_synthetic_batches(encoder):
     # Seeded: the initial weights must not depend on which tests ran before (an unseeded
     # mean-pooling run once ended at 0.76x its start loss after a different test order).

@@ -1,10 +1,11 @@
 import pytest
 
 import model  # noqa: F401
+from core.config import ModelConfig
+from model import registry
 from model.flops import encoder_flops
-from pipeline.config import ModelConfig
 
-ENCODERS = ["stca", "longer", "target_attention", "din", "transformer", "mean"]
+ENCODERS = registry.encoder_names()  # every registered encoder
 
 
 def test_stca_matches_the_paper_cost_formula():
@@ -45,8 +46,11 @@ def test_unknown_encoder_has_no_flop_model():
 def test_stca_attention_form_rule_follows_the_two_forms_flop_counts():
     """projected_attention_is_cheaper is the L -> infinity limit of comparing the two
     forms' FLOPs: at long L it agrees with the counts everywhere on a grid."""
-    from model.flops import (projected_attention_is_cheaper, stca_attention_flops,
-                             stca_attention_form)
+    from model.flops import (
+        projected_attention_is_cheaper,
+        stca_attention_flops,
+        stca_attention_form,
+    )
     L = 1 << 20
     for d, h in ((32, 4), (64, 4), (64, 8), (128, 2), (16, 1)):
         for m in (1, 2, 8, 10, 11, 16, 21, 22, 64, 256, 1024):

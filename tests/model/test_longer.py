@@ -13,8 +13,8 @@ from model.encoders.longer import SEQUENCE_KV, SHORT_KV
 from model.flops import encoder_flops
 from model.layers.longer_attention import LongerAttention
 from model.layers.token_merge import TokenMerge
-from pipeline import features
-from pipeline.config import ConfigError, LongerConfig
+from core import features
+from core.config import ConfigError, LongerConfig
 from tests.helpers.layers import REORDER_ATOL, assert_config_round_trip
 from tests.helpers.model import TASKS, author_task_batch, random_requests, tiny_config
 

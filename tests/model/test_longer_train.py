@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import features
+from core import features
 from tests.helpers.env import REPO, subprocess_env
 
 TS = 1_700_000_000_000

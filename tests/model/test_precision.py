@@ -4,11 +4,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 import model  # noqa: F401
-from model import build_model, precision
-from pipeline.config import ConfigError
+from core.config import ConfigError
+from model import build_model, precision, registry
 from tests.helpers.model import TASKS, random_requests, tiny_config
 
-ENCODERS = ["stca", "longer", "target_attention", "din", "transformer", "mean"]
+ENCODERS = registry.encoder_names()  # every registered encoder
 # bfloat16 keeps 8 significand bits (relative rounding 2^-9 per op); over the embedding,
 # encoder and head the logits (|logit| < 2 here) stay within this absolute tolerance.
 BF16_LOGIT_TOLERANCE = 0.05

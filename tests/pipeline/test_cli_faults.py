@@ -1,7 +1,7 @@
 """Fault injection through the real `stca` command: bad configs, flags, data dirs and model
 dirs given to train / evaluate / export.
 
-Every case checks what a user sees: the documented exit code (pipeline/errors.py, README
+Every case checks what a user sees: the documented exit code (core/errors.py, README
 "Exit codes"), exactly one line on stderr that names the problem, no traceback, and that
 nothing was written where nothing should be. Before these fixes most of them printed a
 traceback (config files, absurd numbers, corrupt shards and checkpoints), one hung forever
@@ -86,7 +86,7 @@ def ws(tmp_path_factory):
     shard = root / "trunc_eval" / "eval" / "part-00000-of-00001.tfrecord.gz"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
 
-    from pipeline import config as config_lib
+    from core import config as config_lib
     from pipeline import train
     model = str(root / "model")
     train.run(config_lib.load_config(None, TINY + FAST + ["train.steps=3"]),

@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline import config as C
+from core import config as C
 from tests.helpers.env import subprocess_env
 
 
@@ -40,7 +40,6 @@ def test_paper_scale_reachable_from_config():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.encoder=foo", "model.encoder: 'foo' is not allowed; allowed values: 'stca'"),
     ("train.strategy=tpu", "train.strategy: 'tpu' is not allowed; allowed values: 'default', "
                            "'mirrored', 'multi_worker'"),
     ("train.length.l_min=-3", "train.length.l_min: -3 is invalid; it must be >= 1"),

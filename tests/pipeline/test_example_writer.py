@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import features as F
-from pipeline.example_writer import INT64_MAX, INT64_MIN, Varints, example, varint
+from core import features as F
+from core.example_writer import INT64_MAX, INT64_MIN, Varints, example, varint
 
 TASKS = ["click", "like", "finish"]
 EDGES = [0, 1, -1, 127, 128, 16383, 16384, 2**31, -2**31, INT64_MAX, INT64_MIN, 2**62]

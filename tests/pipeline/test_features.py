@@ -2,7 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
-from pipeline import features as F
+from core import features as F
 
 TASKS = ["click", "like"]
 

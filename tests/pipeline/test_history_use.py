@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from pipeline import config as config_lib
+from core import config as config_lib
 
 SETUP = ["synth.users=40", "synth.events_median=1200", "synth.events_sigma=0.3",
          "synth.events_min=600", "synth.seed=1", "data.max_history=1024",

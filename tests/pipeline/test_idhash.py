@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from pipeline.idhash import MAX_ID, IdError, stable_id
+from core.idhash import MAX_ID, IdError, stable_id
 
 
 def reference(text: str) -> int:

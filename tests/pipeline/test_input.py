@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import config as C
-from pipeline import features as F
-from pipeline import input as I
+from core import config as C
+from core import features as F
+from core import input as I
 
 TASKS = ["click", "like"]
 BUCKETS = [32, 64, 128, 256]
@@ -328,7 +328,7 @@ def test_shards_and_compression_detection(data, tmp_path):
 
 def test_check_split_passes_good_data_and_refuses_missing_empty_or_unreadable(data, tmp_path):
     """Before: an empty split made training wait forever, the rest were tracebacks."""
-    from pipeline.errors import DataError
+    from core.errors import DataError
     assert I.check_split(data["root"], "train", TASKS) == I.list_shards(data["root"], "train")
     with pytest.raises(DataError, match=r"--data: no TFRecord shards \(\*.tfrecord\*\) in"):
         I.check_split(str(tmp_path), "train", TASKS)

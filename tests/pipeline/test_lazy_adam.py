@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from pipeline.lazy_adam import LazyAdam, sum_duplicates
+from model.lazy_adam import LazyAdam, sum_duplicates
 
 ROWS, WIDTH = 50, 4
 
@@ -84,7 +84,7 @@ def test_amsgrad_is_refused():
 
 
 def test_train_optimizer_lazy_adam_builds_it(tmp_path):
-    from pipeline import config as config_lib
+    from core import config as config_lib
     from pipeline.train import make_optimizer
     cfg = config_lib.load_config(None, ["train.optimizer=lazy_adam"])
     assert isinstance(make_optimizer(cfg.train, "float32"), LazyAdam)

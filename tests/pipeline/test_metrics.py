@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import metrics as M
+from core import metrics as M
 
 
 def _pairwise_auc(labels, scores, weights=None):

@@ -8,7 +8,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import config as C
+from core import config as C
 from pipeline import synth
 
 

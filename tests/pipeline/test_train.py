@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from core import config as config_lib
+from model import checkpoint as checkpoint_lib
 from tests.helpers.env import subprocess_env
 from tests.helpers.model import tiny_overrides
 from tests.helpers.records import write_dataset
@@ -102,9 +103,9 @@ def test_evaluate_across_lengths_writes_report(trained, data_dir, tmp_path):
 def test_evaluation_scores_line_up_with_labels(trained, data_dir):
     """On the split it was fit on, evaluation must reproduce the fit: scores misaligned
     with their labels, targets or requests would give an AUC near 0.5."""
-    from pipeline import evaluate, train
+    from pipeline import evaluate
     model_dir, cfg, metrics = trained
-    model, _ = train.load_trained_model(cfg, model_dir)
+    model, _ = checkpoint_lib.load_trained_model(cfg, model_dir)
     (row,) = evaluate.evaluate_lengths(model, cfg, data_dir, [256], split="train")
     assert row["click"]["auc"] > 0.8 and row["click"]["gauc"] > 0.75
     assert row["requests"] == 160
@@ -114,9 +115,11 @@ def test_one_read_scores_every_length_as_one_read_per_length_does(trained, data_
     """evaluate_lengths reads the data once, batched for the longest length, and cuts each
     batch to the shorter ones: every score equals the one of a dataset made for that
     length (other batches, so compared as sorted score lists and AUCs)."""
-    from pipeline import evaluate, input as input_lib, metrics as metrics_lib, train
+    from core import input as input_lib
+    from core import metrics as metrics_lib
+    from pipeline import evaluate
     model_dir, cfg, _ = trained
-    model, _ = train.load_trained_model(cfg, model_dir)
+    model, _ = checkpoint_lib.load_trained_model(cfg, model_dir)
     lengths = [16, 64, 200]
     one = evaluate.score_passes(model, input_lib.eval_dataset(data_dir, cfg, max(lengths)),
                                 cfg.tasks, [(n, "real") for n in lengths] + [(16, "empty")])
@@ -254,7 +257,7 @@ def test_missing_data_path_fails_before_any_work(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_a_checkpoint_exits_and_the_rerun_resumes(sig, code, data_dir, tmp_path):
     """What a preempted cluster job expects: a checkpoint at the next step boundary, the
-    documented exit code (pipeline/errors.py), and a rerun that continues from there."""
+    documented exit code (core/errors.py), and a rerun that continues from there."""
     model_dir = tmp_path / "model"
     args = [sys.executable, "-m", "pipeline.cli", "train", "--data", data_dir, "--model-dir",
             str(model_dir), *sets(RESUME + ["train.checkpoint_every=100000",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
-from pipeline import input as input_lib
+from core import config as config_lib
+from core import input as input_lib
 from tests.helpers.model import tiny_overrides
 from tests.helpers.records import write_dataset
 

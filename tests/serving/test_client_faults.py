@@ -1,4 +1,4 @@
-"""Fault injection for the serving client (issue 11, items 8, 9 and 12): bad raw requests,
+"""Fault injection for the serving client: bad raw requests,
 bad dense inputs and user caches, bad server answers and bad configs. Every kind asserts
 the exact error type and a message naming the problem; a bad request never reaches the
 transport. No export is needed: the contract is the real one of the tiny STCA model of
@@ -40,8 +40,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from pipeline import features
-from pipeline.config import ConfigError, ExportConfig, ServingConfig, load_config
+from core import features
+from core.config import ConfigError, ExportConfig, ServingConfig, load_config
 from serving import export as export_lib
 from serving import requests as req
 from serving import signatures as sigs
@@ -340,7 +340,7 @@ def test_bad_serving_configs(contract, fields, message):
 def test_bad_transport_and_tls_settings(contract, tmp_path):
     with fails_with(ConfigError, r"^serving\.timeout_s: -1 is invalid"):
         RestTransport("http://127.0.0.1:1", "stca", timeout_s=-1)
-    with fails_with(ConfigError, r"^serving_cfg: expected a pipeline\.config\.ServingConfig "
+    with fails_with(ConfigError, r"^serving_cfg: expected a core\.config\.ServingConfig "
                                  r"\(e\.g\. cfg\.serving\), got Config"):
         RankingClient(RecordingTransport(contract=contract), load_config(None))
     tls = ServingConfig(grpc_tls=True, grpc_root_certs=str(tmp_path / "missing.pem"))

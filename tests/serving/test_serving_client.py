@@ -2,7 +2,7 @@
 sent), the LRU cache (bytes, TTL), chunked scoring and caching over the in-process
 transport, non-finite caches, serving.timeout_s, gRPC over TLS against a loopback server,
 and the rule that the client never imports the `model` package. More bad inputs:
-tests/faults/test_client_faults.py."""
+tests/serving/test_client_faults.py."""
 import contextlib
 import dataclasses
 import datetime
@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import features, idhash
-from pipeline.config import ServingConfig
+from core import features, idhash
+from core.config import ServingConfig
 from serving import requests as req
 from serving import signatures as sigs
 from serving.cache import LRUCache
@@ -307,8 +307,8 @@ print(json.dumps({{"model_modules": loaded, "score": float(result.scores["click"
 
 
 def test_demo_score_in_process(export_f32, data_dir):
-    import serving
-    result = serving.demo_score(export_f32["path"], data_dir)
+    from serving import offline
+    result = offline.demo_score(export_f32["path"], data_dir)
     assert result["max_abs_diff"] <= 1e-5 and result["second_call_cache_hit"]
     assert len(result["serving_default"]["click"]) == result["candidates"] > 0
     assert result["calls"]["encode_user"] == 1

@@ -9,7 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from pipeline.config import ServingConfig
+from core.config import ServingConfig
 from serving import layout
 from serving.client import RankingClient
 from serving.transport import GrpcTransport, RestTransport, ServingError

@@ -10,14 +10,15 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.python.saved_model import loader_impl
 
-from pipeline import config as config_lib
-from pipeline import features
+from core import config as config_lib
+from core import features
+from model import checkpoint as checkpoint_lib
+from model import registry
 from serving import export as export_lib
 from serving import layout
 from serving import signatures as sigs
 from serving.session import SessionModel
 from serving.verify import BF16_TOL, FLOAT32_TOL
-
 from tests.helpers.serving import TASKS, export, tiny_config
 
 # Several requests in one batch: 10240 (40x the training windows), medium, empty, short.
@@ -109,7 +110,6 @@ def test_signature_contract_dense_and_named(export_f32):
 
 
 def test_round_trip_parity_float32_long_histories(export_f32, model_dir, batch):
-    from pipeline import train
     loaded = tf.saved_model.load(export_f32["path"]).signatures
     user, cands = split(batch)
     direct = call(loaded["serving_default"], batch)
@@ -121,7 +121,7 @@ def test_round_trip_parity_float32_long_histories(export_f32, model_dir, batch):
     np.testing.assert_allclose(valid(cached, tgt_len), valid(direct, tgt_len),
                                rtol=0, atol=FLOAT32_TOL)
     # The in-memory model restored from the checkpoint gives the same scores.
-    model, _ = train.load_trained_model(tiny_config(), model_dir)
+    model, _ = checkpoint_lib.load_trained_model(tiny_config(), model_dir)
     probs = tf.sigmoid(model(batch)).numpy()
     in_memory = {f"score_{t}": probs[..., i] for i, t in enumerate(TASKS)}
     np.testing.assert_allclose(valid(direct, tgt_len), valid(in_memory, tgt_len),
@@ -190,7 +190,7 @@ def test_metadata_is_json_and_names_the_contract(export_f32):
     assert meta["warmup"] == {"requests": 3, "history": 64, "candidates": 8}
 
 
-@pytest.mark.parametrize("encoder", [e for e in config_lib.ENCODERS if e != "stca"])
+@pytest.mark.parametrize("encoder", [e for e in registry.encoder_names() if e != "stca"])
 def test_every_encoder_exports_without_code_changes(encoder, tmp_path):
     """The cache outputs come from user_cache_spec(), so encoders with other cache keys
     (LONGER's KV caches, DIN's keys, ...) export and keep the parity."""

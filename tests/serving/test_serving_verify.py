@@ -11,7 +11,7 @@ import sys
 import pytest
 from tensorflow.core.protobuf import saved_model_pb2
 
-from pipeline import config as config_lib
+from core import config as config_lib
 from serving import export as export_lib
 from serving import layout
 from tests.helpers.env import subprocess_env

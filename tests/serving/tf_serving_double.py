@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import numpy as np  # noqa: E402
 
-import pipeline  # noqa: E402,F401
+import core  # noqa: F401  (sets the Keras environment before TensorFlow loads)
 from serving import layout  # noqa: E402
 from serving.session import SessionModel  # noqa: E402
 

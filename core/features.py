@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
-from pipeline import example_writer
+from core import example_writer
 
 SCALAR_FEATURES = ("request_id", "user_id", "request_ts")
 HISTORY_FEATURES = ("hist_item_id", "hist_author_id", "hist_action", "hist_ts")
@@ -88,7 +88,7 @@ def encode_request(*, request_id: int, user_id: int, request_ts: int,
     if len(tgt_author_id) != n_tgt:
         raise ValueError(f"tgt_author_id has {len(tgt_author_id)} values, "
                          f"tgt_item_id has {n_tgt}")
-    # Written in the wire format (pipeline/example_writer.py): the bytes of the
+    # Written in the wire format (core/example_writer.py): the bytes of the
     # tf.train.Example of these features, serialized deterministically.
     feats = [("request_id", example_writer.varint(int(request_id))),
              ("user_id", example_writer.varint(int(user_id))),

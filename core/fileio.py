@@ -7,22 +7,23 @@ cannot be written raises `OutputError` (an OSError) naming it.
 from __future__ import annotations
 
 import contextlib
+import glob as _glob
 import os
 
-from pipeline.errors import OutputError
+from core.errors import OutputError
 
 _TFIO_SCHEMES = ("s3://", "hdfs://", "az://")
 
 
 def _gfile():
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: local paths (the CLI's config, --help) never load TensorFlow
     return tf.io.gfile
 
 
 def ensure_filesystem(path: str) -> None:
     """Registers tensorflow-io's file systems when `path` needs them (s3://, hdfs://, az://)."""
     if str(path).startswith(_TFIO_SCHEMES):
-        import tensorflow_io  # noqa: F401  (import registers the file systems)
+        import tensorflow_io  # noqa: F401  # lazy: importing registers s3/hdfs/az file systems
 
 
 def is_remote(path: str) -> bool:
@@ -67,7 +68,6 @@ def exists(path: str) -> bool:
 
 def glob(pattern: str) -> list[str]:
     if not is_remote(pattern):
-        import glob as _glob
         return sorted(_glob.glob(pattern))
     ensure_filesystem(pattern)
     return sorted(_gfile().glob(pattern))
@@ -78,7 +78,7 @@ def read_text(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     ensure_filesystem(path)
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: as in _gfile
     try:
         with _gfile().GFile(path, "r") as f:
             return f.read()

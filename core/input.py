@@ -1,6 +1,6 @@
 """tf.data input: shard listing, length-extrapolative sampling, token-budget bucketing.
 
-Records are request-grouped tf.train.Examples (`pipeline.features`). Batches are built by
+Records are request-grouped tf.train.Examples (`core.features`). Batches are built by
 `features.model_inputs` only; this module decides which events and targets each example
 keeps and which examples share a batch:
 
@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipeline import features, fileio
-from pipeline.config import Config, ConfigError, LengthSamplerConfig
-from pipeline.errors import DataError
+from core import features, fileio
+from core.config import Config, ConfigError, LengthSamplerConfig
+from core.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Records per vectorized parse_examples call. Measured on 10240-event records, 2 CPU cores:

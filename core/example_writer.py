@@ -11,7 +11,7 @@ construction the largest cost of the Beam job. This module writes the bytes dire
 
 `example` orders the features by name, as `SerializeToString(deterministic=True)` orders map
 keys, so its bytes equal that serialization of the same proto
-(tests/pipeline/test_example_writer.py); any protobuf parser reads them.
+(tests/core/test_example_writer.py); any protobuf parser reads them.
 
 A varint encodes one value on its own, so the varints of a column are written once and any
 contiguous run of its values is a byte slice of them (`Varints.span`): the Beam job encodes

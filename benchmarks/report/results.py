@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import numpy as np
 
@@ -16,6 +17,7 @@ import aims
 import report
 
 REPO = str(pathlib.Path(__file__).resolve().parents[2])
+_RUN_PREFIX = re.compile(r"(?:/[^\s'/]+)+/(?=(?:runs|benchmarks)/)")
 FINDINGS = pathlib.Path(__file__).resolve().parents[1] / "results_findings.md"
 TITLES = {"synth": "Synthetic log (planted long-range signal)", "movielens": "MovieLens 100K"}
 LABELS = {"stca": "STCA", "stca_paper": "STCA as in the paper (no ID-match prior)",
@@ -175,7 +177,10 @@ def dataset_context(name: str, ds: dict, doc_dir: str) -> dict:
 def shown_commands(commands) -> list[str]:
     """Commands relative to the repository, each once (invocations that reuse earlier runs
     log them again)."""
-    return list(dict.fromkeys(c.replace(REPO + os.sep, "") for c in commands))
+    # Commands are logged with absolute paths of the checkout that ran them; shown
+    # relative (runs/..., benchmarks/...) so the page renders the same from any checkout.
+    return list(dict.fromkeys(_RUN_PREFIX.sub("", c.replace(REPO + os.sep, ""))
+                              for c in commands))
 
 
 def render(results: dict, doc_dir) -> str:

@@ -113,7 +113,9 @@ class Clock:
 
 def test_lru_eviction_by_bytes_and_ttl_counted_on_the_server(double):
     clock = Clock()
-    entry = 2 * 300 * 16 * 4 + 2 * 16 * 4 + 4     # one 300-event user's cache (d=16, N=2)
+    # One 300-event user's cache (d=16, N=2 layers): K and V per layer, the raw item /
+    # author IDs of the id-match, 2 user tokens, hist_len.
+    entry = 2 * 2 * 300 * 16 * 4 + 2 * 300 * 8 + 2 * 16 * 4 + 4
     client = RankingClient(make_transport("grpc", double),
                            ServingConfig(cache_bytes=int(entry * 1.5), cache_ttl_s=30),
                            clock=clock)

@@ -141,14 +141,14 @@ class DataConfig:
     def validate(self, p: str = "data") -> None:
         self.schema.validate(f"{p}.schema")
         self.timestamp_range_ms(p)
-        _choice(f"{p}.format", self.format, ("csv", "jsonl", "parquet", "movielens", "kuairand"))
+        _choice(f"{p}.format", self.format, INPUT_FORMATS)
         _check(self.max_history >= 1, f"{p}.max_history", self.max_history, ">= 1")
         _choice(f"{p}.history_events", self.history_events, ("all", "positive"))
         _check(0.0 <= self.eval_fraction < 1.0, f"{p}.eval_fraction", self.eval_fraction,
                "in [0, 1)")
         _check(self.num_shards >= 0, f"{p}.num_shards", self.num_shards, ">= 0")
         _choice(f"{p}.compression", self.compression, ("gzip", "none"))
-        _choice(f"{p}.layout", self.layout, ("request", "pointwise"))
+        _choice(f"{p}.layout", self.layout, LAYOUTS)
         _check(self.max_row_bytes >= 64, f"{p}.max_row_bytes", self.max_row_bytes, ">= 64")
         _check(self.movielens_request_window_s > 0, f"{p}.movielens_request_window_s",
                self.movielens_request_window_s, "> 0")
@@ -194,13 +194,17 @@ class SynthConfig:
             _check(0 <= getattr(self, name) <= 1, f"{p}.{name}", getattr(self, name), "in [0, 1]")
         _check(self.favorite_rate + self.short_term_rate <= 1, f"{p}.short_term_rate",
                self.short_term_rate, "such that favorite_rate + short_term_rate <= 1")
-        _choice(f"{p}.format", self.format, ("csv", "jsonl", "parquet"))
+        _choice(f"{p}.format", self.format, SYNTH_FORMATS)
         _check(self.request_gap_s >= 1, f"{p}.request_gap_s", self.request_gap_s, ">= 1")
         _check(self.short_term_authors <= self.authors, f"{p}.short_term_authors",
                self.short_term_authors, f"<= synth.authors ({self.authors})")
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+SYNTH_FORMATS = ("csv", "jsonl", "parquet")   # synth.format
+INPUT_FORMATS = SYNTH_FORMATS + ("movielens", "kuairand")  # data.format
+LAYOUTS = ("request", "pointwise")          # data.layout
+CACHE_DTYPES = ("float32", "bfloat16")  # export.cache_dtype: the dtype of the served user cache
 ATTENTION_FORMS = ("auto", "reordered", "projected")  # STCA; model/flops.py has the costs
 ID_MATCH_FIELDS = ("item", "author")
 OPTIMIZERS = ("lazy_adam", "adam", "adamw", "adagrad")
@@ -451,7 +455,7 @@ class ExportConfig:
                f"{p}.model_name", name, "a plain directory name: letters, digits, '_', '-' "
                "and '.', not starting with '.' or '-' (no '/', '\\', '.' or '..')")
         _check(self.version >= 0, f"{p}.version", self.version, ">= 0")
-        _choice(f"{p}.cache_dtype", self.cache_dtype, ("float32", "bfloat16"))
+        _choice(f"{p}.cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _choice(f"{p}.precision", self.precision, ("float32", "as_trained"))
         _check(self.verify_history >= 1, f"{p}.verify_history", self.verify_history, ">= 1")
         _check(self.verify_requests >= 0, f"{p}.verify_requests", self.verify_requests, ">= 0")

@@ -38,12 +38,14 @@ from core import example_writer
 SCALAR_FEATURES = ("request_id", "user_id", "request_ts")
 HISTORY_FEATURES = ("hist_item_id", "hist_author_id", "hist_action", "hist_ts")
 TARGET_FEATURES = ("tgt_item_id", "tgt_author_id")
-LENGTH_FEATURES = ("hist_len", "tgt_len")
+HIST_LEN = "hist_len"                # valid history events per request, int32 [B]
+TGT_LEN = "tgt_len"                  # valid targets per request, int32 [B]
+LENGTH_FEATURES = (HIST_LEN, TGT_LEN)
 
 # Model inputs in signature order; every serving signature uses these names.
 REQUEST_INPUTS = ("user_id", "request_ts")
-USER_INPUTS = REQUEST_INPUTS + HISTORY_FEATURES + ("hist_len",)
-CANDIDATE_INPUTS = TARGET_FEATURES + ("tgt_len",)
+USER_INPUTS = REQUEST_INPUTS + HISTORY_FEATURES + (HIST_LEN,)
+CANDIDATE_INPUTS = TARGET_FEATURES + (TGT_LEN,)
 MODEL_INPUTS = USER_INPUTS + CANDIDATE_INPUTS
 
 
@@ -165,10 +167,10 @@ def model_inputs(parsed: Mapping[str, tf.Tensor], tasks: Sequence[str],
     }
     for n, v in hist.items():
         inputs[n] = _pad(v, pad_history_to)
-    inputs["hist_len"] = tf.cast(hist["hist_item_id"].row_lengths(), tf.int32)
+    inputs[HIST_LEN] = tf.cast(hist["hist_item_id"].row_lengths(), tf.int32)
     for n in TARGET_FEATURES:
         inputs[n] = _pad(parsed[n], pad_targets_to)
-    inputs["tgt_len"] = tf.cast(parsed["tgt_item_id"].row_lengths(), tf.int32)
+    inputs[TGT_LEN] = tf.cast(parsed["tgt_item_id"].row_lengths(), tf.int32)
     width = tf.shape(inputs["tgt_item_id"])[1]
     labels = {}
     for t in tasks:

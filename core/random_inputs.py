@@ -67,10 +67,10 @@ def random_requests(batch: int = 3, length: int = 12, num_targets: int = 4, seed
         "hist_author_id": ids((batch, length), hist_valid, 10**6),
         "hist_action": ids((batch, length), hist_valid, 8),
         "hist_ts": np.where(hist_valid, request_ts - ages, 0).astype(np.int64),
-        "hist_len": hist_len,
+        features.HIST_LEN: hist_len,
         "tgt_item_id": ids((batch, num_targets), tgt_valid),
         "tgt_author_id": ids((batch, num_targets), tgt_valid, 10**6),
-        "tgt_len": tgt_len,
+        features.TGT_LEN: tgt_len,
     }
     assert tuple(inputs) == features.MODEL_INPUTS  # the contract's names and order
     labels = {t: np.where(tgt_valid, rng.integers(0, 2, size=(batch, num_targets)), 0)

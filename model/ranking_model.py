@@ -139,7 +139,7 @@ class RankingModel(tfrs.Model):
     def _embed_history(self, inputs):
         events = self.embedding.embed_history(inputs)
         width = tf.shape(inputs["hist_item_id"])[1]
-        return events, length_mask(inputs["hist_len"], width)
+        return events, length_mask(inputs[features.HIST_LEN], width)
 
     def _logits(self, z, user_tokens, targets, training):
         dtype = self.head.compute_dtype
@@ -158,7 +158,7 @@ class RankingModel(tfrs.Model):
                   for name in features.USER_INPUTS}
         for name in features.TARGET_FEATURES:
             copies[name] = tf.reshape(inputs[name], [-1, 1])
-        copies["tgt_len"] = tf.ones([shape[0] * shape[1]], tf.int32)
+        copies[features.TGT_LEN] = tf.ones([shape[0] * shape[1]], tf.int32)
         events, history_mask = self._embed_history(copies)
         targets = self.embedding.embed_targets(copies)
         user_tokens = self.user_tokens(copies["user_id"], events, history_mask)
@@ -177,7 +177,7 @@ class RankingModel(tfrs.Model):
         """
         model_inputs, labels = inputs[0], inputs[1]
         logits = self(model_inputs, training=training)
-        valid = features.target_mask(model_inputs["tgt_len"], tf.shape(logits)[1])
+        valid = features.target_mask(model_inputs[features.TGT_LEN], tf.shape(logits)[1])
         weights = tf.reshape(tf.cast(valid, tf.float32), [-1])
         num_valid = tf.maximum(_replica_sum(tf.reduce_sum(weights)), 1.0)
         loss = tf.constant(0.0)

@@ -59,15 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--users", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--format", dest="synth_format", choices=("csv", "jsonl", "parquet"))
+    p.add_argument("--format", dest="synth_format", choices=config_lib.SYNTH_FORMATS)
 
     p = sub.add_parser("preprocess", help="Beam job: raw logs -> request-grouped TFRecords")
     _common(p)
     p.add_argument("--input", required=True, help="file glob (local, gs://, s3://)")
     p.add_argument("--out", required=True)
     p.add_argument("--format", dest="data_format",
-                   choices=("csv", "jsonl", "parquet", "movielens", "kuairand"))
-    p.add_argument("--layout", choices=("request", "pointwise"))
+                   choices=config_lib.INPUT_FORMATS)
+    p.add_argument("--layout", choices=config_lib.LAYOUTS)
 
     p = sub.add_parser("train", help="train a ranking model")
     _common(p)

@@ -40,7 +40,7 @@ def mean_training_length(cfg: config_lib.Config) -> float:
 #   swapped  the history (and request time) of a request of another user in the batch
 HISTORY_MODES = ("real", "empty", "swapped")
 _SWAPPED_INPUTS = ("request_ts", "hist_item_id", "hist_author_id", "hist_action", "hist_ts",
-                   "hist_len")
+                   features.HIST_LEN)
 
 
 def other_user_permutation(user_ids: np.ndarray) -> tuple[np.ndarray, int]:
@@ -71,7 +71,7 @@ def _with_history(inputs, mode: str, perm: np.ndarray | None):
         return inputs
     inputs = dict(inputs)
     if mode == "empty":
-        inputs["hist_len"] = tf.zeros_like(inputs["hist_len"])
+        inputs[features.HIST_LEN] = tf.zeros_like(inputs[features.HIST_LEN])
         return inputs
     for name in _SWAPPED_INPUTS:
         inputs[name] = tf.gather(inputs[name], perm)
@@ -86,7 +86,7 @@ def _truncated(inputs, length: int | None):
     out = dict(inputs)
     for name in features.HISTORY_FEATURES:
         out[name] = inputs[name][:, :length]
-    out["hist_len"] = tf.minimum(inputs["hist_len"], length)
+    out[features.HIST_LEN] = tf.minimum(inputs[features.HIST_LEN], length)
     return out
 
 
@@ -119,7 +119,7 @@ def score_passes(model, dataset, tasks, passes):
     request_ids, t0 = set(), time.time()
     for inputs, batch_labels, meta in dataset:
         mask = np.arange(batch_labels[tasks[0]].shape[1])[None, :] \
-            < inputs["tgt_len"].numpy()[:, None]
+            < inputs[features.TGT_LEN].numpy()[:, None]
         users.append(np.broadcast_to(meta["user_id"].numpy()[:, None], mask.shape)[mask])
         for t in tasks:
             labels[t].append(batch_labels[t].numpy()[mask])
@@ -136,7 +136,7 @@ def score_passes(model, dataset, tasks, passes):
             seconds[(length, mode)] += time.perf_counter() - start
             for i, t in enumerate(tasks):
                 scores[(length, mode)][t].append(probs[:, :, i][mask])
-            hist_lens[(length, mode)].append(batch["hist_len"].numpy()[first_piece])
+            hist_lens[(length, mode)].append(batch[features.HIST_LEN].numpy()[first_piece])
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros([0])  # noqa: E731
     return {"users": cat(users), "labels": {t: cat(v) for t, v in labels.items()},
             "scores": {p: {t: cat(v) for t, v in s.items()} for p, s in scores.items()},

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import config as config_lib
-from core import errors, fileio
+from core import errors, features, fileio
 from core import input as input_lib
 from model import build_model
 from model import precision as precision_lib
@@ -288,8 +288,8 @@ def _batch_size(strategy, batch) -> tuple[int, int, int, int, int]:
     """(padded history tokens, requests, padded length, targets, valid history tokens) of a
     distributed batch, for logs and throughput."""
     parts = strategy.experimental_local_results(batch[0]["hist_item_id"])
-    targets = strategy.experimental_local_results(batch[0]["tgt_len"])
-    valid = strategy.experimental_local_results(batch[0]["hist_len"])
+    targets = strategy.experimental_local_results(batch[0][features.TGT_LEN])
+    valid = strategy.experimental_local_results(batch[0][features.HIST_LEN])
     return (sum(int(p.shape[0]) * int(p.shape[1]) for p in parts),
             sum(int(p.shape[0]) for p in parts), max(int(p.shape[1]) for p in parts),
             sum(int(t.numpy().sum()) for t in targets), sum(int(v.numpy().sum()) for v in valid))

@@ -183,7 +183,7 @@ class RankingClient:
         for start in range(0, m, self.cfg.chunk_size):
             stop = min(start + self.cfg.chunk_size, m)
             chunk = {n: inputs[n][:, start:stop] for n in features.TARGET_FEATURES}
-            chunk["tgt_len"] = np.array([stop - start], np.int32)
+            chunk[features.TGT_LEN] = np.array([stop - start], np.int32)
             out = self._predict(sigs.SCORE_CANDIDATES, {**user_side, **chunk},
                                 finite=tuple(user_side))
             parts.append((out, stop - start))

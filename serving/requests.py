@@ -263,9 +263,9 @@ def _check_lengths(inputs: Mapping[str, np.ndarray], limits: Limits) -> None:
     merges K events into one token), so they bound nothing.
     """
     cache_ids = next((n for n in CACHE_HISTORY_ENTRIES if n in inputs), None)
-    bounds = {"hist_len": ("hist_item_id", limits.max_history, "serving.max_history"),
+    bounds = {features.HIST_LEN: ("hist_item_id", limits.max_history, "serving.max_history"),
               "cache_hist_len": (cache_ids, limits.max_history, "serving.max_history"),
-              "tgt_len": ("tgt_item_id", limits.max_candidates, "serving.max_candidates")}
+              features.TGT_LEN: ("tgt_item_id", limits.max_candidates, "serving.max_candidates")}
     for name, (padded, limit, limit_name) in bounds.items():
         if name not in inputs or not inputs[name].size:
             continue
@@ -293,9 +293,9 @@ def _check_values(inputs: Mapping[str, np.ndarray], expected: Mapping[str, dict]
             raise RequestError(f"{name}: {bad} of {inputs[name].size} values are NaN or Inf; "
                                "a user cache must be finite (it would score NaN): encode the "
                                "user again with encode_user")
-    if {"hist_ts", "hist_len", "request_ts"} <= set(inputs):
+    if {"hist_ts", features.HIST_LEN, "request_ts"} <= set(inputs):
         ts = inputs["hist_ts"]
-        valid = np.arange(ts.shape[1])[None, :] < inputs["hist_len"][:, None]
+        valid = np.arange(ts.shape[1])[None, :] < inputs[features.HIST_LEN][:, None]
         late = valid & (ts >= inputs["request_ts"][:, None])
         if late.any():
             rows = sorted(set(np.nonzero(late)[0].tolist()))

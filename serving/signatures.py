@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from core import features
+from core.config import CACHE_DTYPES
 
 SERVING_DEFAULT = "serving_default"
 ENCODE_USER = "encode_user"
@@ -36,7 +37,6 @@ SCORE_CANDIDATES = "score_candidates"
 SIGNATURES = (SERVING_DEFAULT, ENCODE_USER, SCORE_CANDIDATES)
 CACHE_PREFIX = "cache_"
 SCORE_PREFIX = "score_"
-CACHE_DTYPES = ("float32", "bfloat16")
 
 
 def cache_name(key: str) -> str:

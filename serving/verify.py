@@ -160,7 +160,7 @@ def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Chec
             **cache, **{n: inputs[n] for n in features.CANDIDATE_INPUTS}).items()}
         logits = tf.sigmoid(model(inputs, training=False)).numpy()
         in_memory = {sigs.score_name(t): logits[..., i] for i, t in enumerate(cfg.tasks)}
-        tgt_len = inputs["tgt_len"].numpy()
+        tgt_len = inputs[features.TGT_LEN].numpy()
         worst = max(worst, _valid_max_diff(exported, in_memory, cfg.tasks, tgt_len))
         worst_cached = max(worst_cached, _valid_max_diff(cached, exported, cfg.tasks, tgt_len))
         mask = features.target_mask(tgt_len, logits.shape[1]).numpy()
@@ -255,8 +255,8 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
         lengths = sorted({ex.verify_history, min(ex.verify_history, 777), 0,
                           min(ex.verify_history, 5)}, reverse=True)
         batch = synthetic_inputs(lengths, [16, 1, 7, 3][:len(lengths)], seed=1)
-        tgt_len = batch["tgt_len"]
-        report["parity_batch"] = {"history_lengths": batch["hist_len"].tolist(),
+        tgt_len = batch[features.TGT_LEN]
+        report["parity_batch"] = {"history_lengths": batch[features.HIST_LEN].tolist(),
                                   "candidates": tgt_len.tolist()}
         with tempfile.TemporaryDirectory() as work:
             served, summary = _run_loader(version_dir, batch, work)
@@ -279,14 +279,14 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
         large = synthetic_inputs([ex.verify_history, min(ex.verify_history, 777)], [many, 5],
                                  seed=2)
         report["parity_batch_many_candidates"] = {
-            "history_lengths": large["hist_len"].tolist(), "candidates": [many, 5]}
+            "history_lengths": large[features.HIST_LEN].tolist(), "candidates": [many, 5]}
         for inputs in (batch, large):
             label = _forms_label(cfg, inputs["tgt_item_id"].shape[1])
             direct = {k: v.numpy() for k, v in fns[sigs.SERVING_DEFAULT](**inputs).items()}
             cache = fns[sigs.ENCODE_USER](**{n: inputs[n] for n in features.USER_INPUTS})
             cached = {k: v.numpy() for k, v in fns[sigs.SCORE_CANDIDATES](
                 **cache, **{n: inputs[n] for n in features.CANDIDATE_INPUTS}).items()}
-            diff = _valid_max_diff(cached, direct, tasks, inputs["tgt_len"])
+            diff = _valid_max_diff(cached, direct, tasks, inputs[features.TGT_LEN])
             checks.add("tf.saved_model.load: score_candidates(encode_user(x)) == "
                        f"serving_default(x){label}", diff <= tol,
                        f"max |diff| {diff:.2e} (tolerance {tol:g})", max_abs_diff=diff)
@@ -297,7 +297,7 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
             if restored:
                 logits = tf.sigmoid(model(inputs, training=False)).numpy()
                 in_memory = {sigs.score_name(t): logits[..., i] for i, t in enumerate(tasks)}
-                diff = _valid_max_diff(direct, in_memory, tasks, inputs["tgt_len"])
+                diff = _valid_max_diff(direct, in_memory, tasks, inputs[features.TGT_LEN])
                 ftol = FLOAT32_TOL if _float32_compute(cfg) else BF16_TOL
                 checks.add(f"exported == in-memory model (checkpoint){label}", diff <= ftol,
                            f"max |diff| {diff:.2e} (tolerance {ftol:g})", max_abs_diff=diff)

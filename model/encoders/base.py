@@ -33,9 +33,10 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from core import features
 from model.layers.masking import length_mask
 
-HIST_LEN = "hist_len"
+HIST_LEN = features.HIST_LEN  # the cache key of the valid history length
 
 
 class SequenceEncoder(keras.layers.Layer):

@@ -71,6 +71,10 @@ def _with_history(inputs, mode: str, perm: np.ndarray | None):
         return inputs
     inputs = dict(inputs)
     if mode == "empty":
+        # No event at all: one zero column keeps the shapes valid, and the model does no
+        # work over a history it may not read (scores equal those with the full padding).
+        for name in features.HISTORY_FEATURES:
+            inputs[name] = tf.zeros_like(inputs[name][:, :1])
         inputs[features.HIST_LEN] = tf.zeros_like(inputs[features.HIST_LEN])
         return inputs
     for name in _SWAPPED_INPUTS:

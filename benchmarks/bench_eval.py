@@ -44,6 +44,41 @@ def evaluate_once(tree: str, model_dir: str, data: str, lengths: str, max_reques
                                   and "auc" in r[t]} for r in rows}}
 
 
+# Run in a source tree's own process: MODEL_DIR/config.yaml without the fields that tree's
+# config does not know (fields added since), so older code can evaluate a newer model dir.
+KNOWN_FIELDS_SNIPPET = """
+import dataclasses, sys, yaml
+try:  # trees from before the core package first: core/ of this checkout is importable too
+    from pipeline import config as config_lib
+except ImportError:
+    from core import config as config_lib
+def keep(saved, known):
+    return {k: keep(v, known[k]) if isinstance(v, dict) and isinstance(known[k], dict) else v
+            for k, v in saved.items() if k in known}
+with open(sys.argv[1]) as f:
+    saved = yaml.safe_load(f)
+with open(sys.argv[2], "w") as f:
+    yaml.safe_dump(keep(saved, dataclasses.asdict(config_lib.Config())), f)
+"""
+
+
+def model_dir_for(tree: str, model_dir: str, workdir: str) -> str:
+    """MODEL_DIR as the code in `tree` reads it: the same checkpoints (linked) and a
+    config.yaml restricted to the fields that code knows."""
+    if tree == REPO:
+        return model_dir
+    out = os.path.join(workdir, "before_model_dir")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    for name in os.listdir(model_dir):
+        if name != "config.yaml":
+            os.symlink(os.path.join(model_dir, name), os.path.join(out, name))
+    subprocess.run([sys.executable, "-c", KNOWN_FIELDS_SNIPPET,
+                    os.path.join(model_dir, "config.yaml"), os.path.join(out, "config.yaml")],
+                   check=True, cwd=tree, env=dict(os.environ, PYTHONPATH=tree))
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", required=True)
@@ -59,6 +94,8 @@ def main(argv=None) -> dict:
     model_dir, data = os.path.abspath(args.model_dir), os.path.abspath(args.data)
     trees = {"before": source_tree(
         args.before_commit, os.path.join(args.workdir, "before_tree")), "after": REPO}
+    model_dirs = {name: model_dir_for(tree, model_dir, args.workdir)
+                  for name, tree in trees.items()}
     load_start = os.getloadavg()
     rows = []
     for lengths in args.lengths or ["4096"]:
@@ -66,7 +103,7 @@ def main(argv=None) -> dict:
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 out = os.path.abspath(os.path.join(args.workdir, f"{name}_{lengths}"))
-                runs[name].append(evaluate_once(tree, model_dir, data, lengths,
+                runs[name].append(evaluate_once(tree, model_dirs[name], data, lengths,
                                                 args.max_requests, out))
                 print(f"L={lengths} {name}: {runs[name][-1]['seconds']} s", flush=True)
         best = {n: min(r["seconds"] for r in v) for n, v in runs.items()}

@@ -71,10 +71,10 @@ def _output_bytes(out_dir: str) -> int:
 _RUN_TREE = """
 import json, logging, sys
 tree, overrides, input_glob, out, beam_args = json.loads(sys.argv[1])
-try:
-    from core import config as config_lib
-except ImportError:  # trees from before the core package
+try:  # trees from before the core package first: core/ of this checkout is importable too
     from pipeline import config as config_lib
+except ImportError:
+    from core import config as config_lib
 from beam_jobs import preprocess
 logging.getLogger().setLevel(logging.WARNING)
 stats = preprocess.run(config_lib.load_config(None, overrides), input_glob, out, beam_args)

@@ -57,11 +57,10 @@ QUICK = ((1024, 4096), (64, 256))
 # Run in a source tree's own process (cwd first on sys.path): exports the default model.
 EXPORT_SNIPPET = """
 import json, sys
-try:
-    from core import config as config_lib
-except ImportError:  # trees from before the core package
-    import pipeline
+try:  # trees from before the core package first: core/ of this checkout is importable too
     from pipeline import config as config_lib
+except ImportError:
+    from core import config as config_lib
 from model import build_model
 from serving import export as export_lib
 cfg = config_lib.Config().validate()

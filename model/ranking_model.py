@@ -124,6 +124,29 @@ class RankingModel(tfrs.Model):
                                id_match=self._id_match(cache, inputs))
         return self._logits(z, cache[USER_TOKENS], targets, training)
 
+    @property
+    def can_swap_histories(self) -> bool:
+        """Whether `swap_histories` can move a user cache between rows (request-level
+        model whose encoder cache does not depend on the user-ID token)."""
+        return self.model_cfg.rlb and not self.encoder.cache_uses_user_tokens
+
+    def swap_histories(self, cache: dict, perm) -> dict:
+        """The user cache of the same batch with row i's history (and request time)
+        taken from row perm[i] and its own user ID kept: what `encode_user` gives for
+        those inputs, without encoding again (evaluation's swapped-history pass).
+
+        Raises:
+          ValueError when `can_swap_histories` is False.
+        """
+        if not self.can_swap_histories:
+            raise ValueError("swap_histories needs a request-level model whose encoder "
+                             "cache does not depend on the user tokens")
+        out = {name: tf.gather(value, perm) for name, value in cache.items()}
+        if self.user_tokens.use_user_id:  # [e(user_id), history mean]: the ID stays
+            tokens = cache[USER_TOKENS]
+            out[USER_TOKENS] = tf.concat([tokens[:, :1], out[USER_TOKENS][:, 1:]], axis=1)
+        return out
+
     def user_cache_spec(self) -> dict:
         ensure_built(self)
         compute = self.encoder.compute_dtype

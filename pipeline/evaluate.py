@@ -115,7 +115,23 @@ def score_passes(model, dataset, tasks, passes):
     def scores_of(inputs):
         return tf.sigmoid(tf.cast(model(inputs, training=False), tf.float32))
 
+    # Real and swapped passes of one length share the user side: encode it once, score
+    # the real cache and the same cache with its rows permuted (RankingModel.swap_histories).
+    @tf.function(reduce_retracing=True)
+    def encode(inputs):
+        return model.encode_user({n: inputs[n] for n in features.USER_INPUTS})
+
+    @tf.function(reduce_retracing=True)
+    def score_cache(cache, inputs, perm):
+        if perm is not None:
+            cache = model.swap_histories(cache, perm)
+        candidates = {n: inputs[n] for n in features.CANDIDATE_INPUTS}
+        return tf.sigmoid(tf.cast(model.score_candidates(cache, candidates), tf.float32))
+
     passes = [tuple(p) for p in passes]
+    shared = ({length for length, mode in passes if mode == "swapped"}
+              & {length for length, mode in passes if mode == "real"}
+              if getattr(model, "can_swap_histories", False) else set())
     users, labels = [], {t: [] for t in tasks}
     scores = {p: {t: [] for t in tasks} for p in passes}
     hist_lens = {p: [] for p in passes}
@@ -133,10 +149,18 @@ def score_passes(model, dataset, tasks, passes):
         # One permutation per batch serves every length's swapped pass.
         perm = (other_user_permutation(meta["user_id"].numpy())[0]
                 if any(mode == "swapped" for _, mode in passes) else None)
+        caches = {}  # length -> the real user cache, when real and swapped share it
         for length, mode in passes:
             start = time.perf_counter()
-            batch = _with_history(_truncated(inputs, length), mode, perm)
-            probs = scores_of(batch).numpy()
+            cut = _truncated(inputs, length)
+            batch = _with_history(cut, mode, perm)
+            if mode != "empty" and length in shared:
+                if length not in caches:
+                    caches[length] = encode(cut)
+                probs = score_cache(caches[length], cut,
+                                    tf.constant(perm) if mode == "swapped" else None).numpy()
+            else:
+                probs = scores_of(batch).numpy()
             seconds[(length, mode)] += time.perf_counter() - start
             for i, t in enumerate(tasks):
                 scores[(length, mode)][t].append(probs[:, :, i][mask])

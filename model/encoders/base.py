@@ -50,6 +50,9 @@ class SequenceEncoder(keras.layers.Layer):
     supports_recompute = False
     # Encoders whose attention reads the target-history ID matches set this.
     supports_id_match = False
+    # Encoders whose encode_user cache depends on the user tokens (LONGER's global tokens)
+    # set this: their cache cannot be moved to another user's row (RankingModel.swap_histories).
+    cache_uses_user_tokens = False
 
     def __init__(self, d_model: int, **kwargs):
         super().__init__(**kwargs)

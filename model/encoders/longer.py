@@ -131,6 +131,7 @@ class LongerEncoder(SequenceEncoder):
 
     supports_recompute = True
     supports_id_match = True
+    cache_uses_user_tokens = True
 
     @classmethod
     def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):

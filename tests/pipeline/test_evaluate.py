@@ -30,3 +30,50 @@ def test_swapped_pass_moves_the_whole_user_side_to_another_user():
     for name in evaluate._SWAPPED_INPUTS:
         np.testing.assert_array_equal(swapped[name], tf.gather(inputs[name], perm))
     np.testing.assert_array_equal(swapped["user_id"], inputs["user_id"])
+
+
+@pytest.mark.parametrize("encoder", registry.encoder_names())
+def test_swapped_cache_equals_encoding_the_swapped_inputs(encoder):
+    net = build_model(tiny_config(encoder=encoder), TASKS)
+    inputs, _ = random_requests(batch=4, length=24, num_targets=3, seed=2)
+    perm, _ = evaluate.other_user_permutation(inputs["user_id"].numpy())
+    expected = tf.sigmoid(net(evaluate._with_history(inputs, "swapped", perm)))
+    if not net.can_swap_histories:
+        assert encoder == "longer"  # its cache holds the user-ID token's attention
+        with pytest.raises(ValueError, match="swap_histories"):
+            net.swap_histories(net.encode_user(inputs), perm)
+        return
+    cache = net.swap_histories(net.encode_user(inputs), perm)
+    candidates = {n: inputs[n] for n in features.CANDIDATE_INPUTS}
+    got = tf.sigmoid(net.score_candidates(cache, candidates))
+    valid = features.target_mask(inputs[features.TGT_LEN], 3).numpy()
+    np.testing.assert_allclose(got.numpy()[valid], expected.numpy()[valid], rtol=0, atol=1e-5)
+
+
+class _CallOnly:
+    """The model behind `score_passes` without the shared user side (every pass calls it)."""
+    can_swap_histories = False
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, inputs, training=False):
+        return self.net(inputs, training=training)
+
+
+def test_score_passes_with_a_shared_user_side_equal_separate_calls():
+    net = build_model(tiny_config(), TASKS)
+    batches = []
+    for seed in range(2):
+        inputs, labels = random_requests(batch=4, length=30, num_targets=3, seed=seed)
+        meta = {"user_id": inputs["user_id"], "request_id": tf.range(4, dtype=tf.int64) + 4 * seed,
+                "target_start": tf.zeros([4], tf.int32)}
+        batches.append((inputs, labels, meta))
+    passes = [(30, "real"), (30, "swapped"), (8, "real"), (8, "swapped"), (8, "empty")]
+    shared = evaluate.score_passes(net, batches, TASKS, passes)
+    separate = evaluate.score_passes(_CallOnly(net), batches, TASKS, passes)
+    for p in passes:
+        for t in TASKS:
+            np.testing.assert_allclose(shared["scores"][p][t], separate["scores"][p][t],
+                                       rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(shared["hist_lens"][p], separate["hist_lens"][p])

@@ -97,6 +97,9 @@ def _truncated(inputs, length: int | None):
 def score_passes(model, dataset, tasks, passes):
     """Scores every batch of an eval dataset once per (length, history mode) in `passes`,
     reading the data once (a dataset made for the longest length serves every shorter one).
+    The real and swapped passes of one length encode the user side once (the swapped
+    pass scores the same cache with its rows permuted, `RankingModel.swap_histories`)
+    when the model allows it; the empty pass reads no history.
 
     Args:
       model: a RankingModel.

@@ -82,16 +82,60 @@ def _with_history(inputs, mode: str, perm: np.ndarray | None):
     return inputs
 
 
-def _truncated(inputs, length: int | None):
+def _truncated(inputs, length):
     """The batch with every history cut to its `length` most recent events (histories are
-    stored most recent first, so this is a prefix); None keeps it as read."""
-    if length is None or length >= inputs["hist_item_id"].shape[1]:
+    stored most recent first, so this is a prefix); None keeps it as read. `length` may be
+    a scalar tensor (a cut longer than the batch's histories keeps them whole)."""
+    if length is None:
+        return inputs
+    if isinstance(length, int) and length >= inputs["hist_item_id"].shape[1]:
         return inputs
     out = dict(inputs)
     for name in features.HISTORY_FEATURES:
         out[name] = inputs[name][:, :length]
-    out[features.HIST_LEN] = tf.minimum(inputs[features.HIST_LEN], length)
+    out[features.HIST_LEN] = tf.minimum(inputs[features.HIST_LEN],
+                                        tf.cast(length, inputs[features.HIST_LEN].dtype))
     return out
+
+
+_NO_CUT = np.iinfo(np.int32).max  # the `length` of a pass that keeps histories as read
+
+
+def _length_scorer(model, modes: tuple[str, ...], shared: bool):
+    """One compiled function scoring a batch in every history mode of one length:
+    (inputs, perm, length) -> {mode: (probabilities [B, M, T] float32, history lengths used
+    [B])}. With `shared`, the real and swapped modes encode the user side once (the
+    swapped mode scores the same cache with its rows permuted); the empty mode reads no
+    history.
+
+    One trace serves every batch shape and length (relaxed signature), and autograph is
+    off: the model has no Python control flow on tensors, and converting every layer's
+    call made tracing the larger part of a short evaluation.
+    """
+    def probabilities(logits):
+        return tf.sigmoid(tf.cast(logits, tf.float32))
+
+    def score(inputs, perm, length):
+        cut = _truncated(inputs, length)
+        lens = cut[features.HIST_LEN]
+        cache = (model.encode_user({n: cut[n] for n in features.USER_INPUTS})
+                 if shared else None)
+        out = {}
+        for mode in modes:
+            if cache is not None and mode != "empty":
+                candidates = {n: cut[n] for n in features.CANDIDATE_INPUTS}
+                user = cache if mode == "real" else model.swap_histories(cache, perm)
+                logits = model.score_candidates(user, candidates)
+            else:
+                logits = model(_with_history(cut, mode, perm), training=False)
+            used = {"real": lens, "swapped": tf.gather(lens, perm),
+                    "empty": tf.zeros_like(lens)}[mode]
+            out[mode] = (probabilities(logits), used)
+        return out
+
+    return tf.function(score, autograph=False, reduce_retracing=True, input_signature=[
+        features.input_signature(), tf.TensorSpec([None], tf.int64, name="perm"),
+        tf.TensorSpec([], tf.int32, name="length")])
 
 
 def score_passes(model, dataset, tasks, passes):
@@ -110,35 +154,24 @@ def score_passes(model, dataset, tasks, passes):
 
     Returns:
       dict with users [N], labels {task: [N]} over every valid target, and per pass:
-      scores {pass: {task: [N]}}, hist_lens {pass: [requests]} (history lengths used),
-      seconds {pass: model time}; requests (distinct request ids) and wall_seconds.
+      scores {pass: {task: [N]}}, hist_lens {pass: [requests]} (history lengths used);
+      seconds {length: model time of that length's passes}; requests (distinct request
+      ids) and wall_seconds.
     """
-
-    @tf.function(reduce_retracing=True)
-    def scores_of(inputs):
-        return tf.sigmoid(tf.cast(model(inputs, training=False), tf.float32))
-
-    # Real and swapped passes of one length share the user side: encode it once, score
-    # the real cache and the same cache with its rows permuted (RankingModel.swap_histories).
-    @tf.function(reduce_retracing=True)
-    def encode(inputs):
-        return model.encode_user({n: inputs[n] for n in features.USER_INPUTS})
-
-    @tf.function(reduce_retracing=True)
-    def score_cache(cache, inputs, perm):
-        if perm is not None:
-            cache = model.swap_histories(cache, perm)
-        candidates = {n: inputs[n] for n in features.CANDIDATE_INPUTS}
-        return tf.sigmoid(tf.cast(model.score_candidates(cache, candidates), tf.float32))
-
     passes = [tuple(p) for p in passes]
-    shared = ({length for length, mode in passes if mode == "swapped"}
-              & {length for length, mode in passes if mode == "real"}
-              if getattr(model, "can_swap_histories", False) else set())
+    lengths = list(dict.fromkeys(length for length, _ in passes))
+    modes = {length: tuple(m for pl, m in passes if pl == length) for length in lengths}
+    can_share = getattr(model, "can_swap_histories", False)
+    compiled, scorer = {}, {}  # one compiled function per distinct set of modes
+    for length in lengths:
+        key = (modes[length], can_share and {"real", "swapped"} <= set(modes[length]))
+        if key not in compiled:
+            compiled[key] = _length_scorer(model, *key)
+        scorer[length] = compiled[key]
     users, labels = [], {t: [] for t in tasks}
     scores = {p: {t: [] for t in tasks} for p in passes}
     hist_lens = {p: [] for p in passes}
-    seconds = dict.fromkeys(passes, 0.0)
+    seconds = dict.fromkeys(lengths, 0.0)
     request_ids, t0 = set(), time.time()
     for inputs, batch_labels, meta in dataset:
         mask = np.arange(batch_labels[tasks[0]].shape[1])[None, :] \
@@ -150,24 +183,17 @@ def score_passes(model, dataset, tasks, passes):
         first_piece = meta["target_start"].numpy() == 0
         request_ids.update(meta["request_id"].numpy().tolist())
         # One permutation per batch serves every length's swapped pass.
-        perm = (other_user_permutation(meta["user_id"].numpy())[0]
-                if any(mode == "swapped" for _, mode in passes) else None)
-        caches = {}  # length -> the real user cache, when real and swapped share it
-        for length, mode in passes:
+        perm = tf.constant(other_user_permutation(meta["user_id"].numpy())[0], tf.int64)
+        for length in lengths:
             start = time.perf_counter()
-            cut = _truncated(inputs, length)
-            batch = _with_history(cut, mode, perm)
-            if mode != "empty" and length in shared:
-                if length not in caches:
-                    caches[length] = encode(cut)
-                probs = score_cache(caches[length], cut,
-                                    tf.constant(perm) if mode == "swapped" else None).numpy()
-            else:
-                probs = scores_of(batch).numpy()
-            seconds[(length, mode)] += time.perf_counter() - start
-            for i, t in enumerate(tasks):
-                scores[(length, mode)][t].append(probs[:, :, i][mask])
-            hist_lens[(length, mode)].append(batch[features.HIST_LEN].numpy()[first_piece])
+            out = scorer[length](
+                inputs, perm, tf.constant(_NO_CUT if length is None else length, tf.int32))
+            out = {mode: (p.numpy(), used.numpy()) for mode, (p, used) in out.items()}
+            seconds[length] += time.perf_counter() - start
+            for mode, (probs, used) in out.items():
+                for i, t in enumerate(tasks):
+                    scores[(length, mode)][t].append(probs[:, :, i][mask])
+                hist_lens[(length, mode)].append(used[first_piece])
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros([0])  # noqa: E731
     return {"users": cat(users), "labels": {t: cat(v) for t, v in labels.items()},
             "scores": {p: {t: cat(v) for t, v in s.items()} for p, s in scores.items()},
@@ -217,7 +243,7 @@ def evaluate_lengths(model, cfg: config_lib.Config, data_dir: str, lengths, spli
             swapped = report((length, "swapped"))
             row["history_use"] = {t: history_use(real[t], empty[t], swapped[t])
                                   for t in cfg.tasks}
-        row["seconds"] = round(sum(v for (pl, _), v in out["seconds"].items() if pl == length), 2)
+        row["seconds"] = round(out["seconds"][length], 2)
         row["pass_requests_per_s"] = round(out["requests"] / max(out["wall_seconds"], 1e-9), 2)
         rows.append(row)
         print(f"L={length:>6}  " + "  ".join(

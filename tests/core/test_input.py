@@ -291,13 +291,21 @@ def test_distributed_dataset_under_default_strategy(data):
 
 def test_eval_dataset_covers_every_target_once_with_truncation(data):
     cfg = _cfg()
-    assert I.eval_buckets(100) == [64, 100]
+    assert I.eval_buckets(100) == [64, 96, 100]
+    assert I.eval_buckets(4096)[-4:] == [1536, 2048, 3072, 4096]
+    assert I.eval_target_buckets(16) == [4, 8, 16] and I.eval_target_buckets(3) == [3]
+    target_groups = I.eval_target_buckets(MAX_TARGETS)
     batches = _numpy(I.eval_dataset(data["root"], cfg, length=100))
     by_rid = {rid: data["reqs"][rid] for rid in data["eval"]}
     seen = []
     for inputs, labels, meta in batches:
         rows, length = inputs["hist_item_id"].shape
-        assert length in (64, 100) and (rows * length <= 2000 or rows == 1)
+        assert length in (64, 96, 100) and (rows * length <= 2000 or rows == 1)
+        # Targets: padded to the batch's largest count, every row in one target group.
+        width = inputs["tgt_item_id"].shape[1]
+        assert width == inputs["tgt_len"].max() == labels["like"].shape[1]
+        group = {int(np.searchsorted(target_groups, n)) for n in inputs["tgt_len"]}
+        assert len(group) == 1, inputs["tgt_len"]
         for i in range(rows):
             r = by_rid[meta["request_id"][i]]
             assert meta["user_id"][i] == r["user_id"] == inputs["user_id"][i]

@@ -182,9 +182,10 @@ def train_buckets(cfg: Config) -> list[int]:
 
 def eval_buckets(length: int) -> list[int]:
     """Powers of two and 1.5x powers of two from EVAL_MIN_BUCKET below `length` (64, 96,
-    128, 192, ...), then `length` itself: a history is padded by at most 1.5x, and by ~9%
-    on the synthetic log at L = 4096 (17% with powers of two alone). Evaluation compiles
-    one function for every shape, so more buckets cost no tracing."""
+    128, 192, ...), then `length` itself: the history groups of evaluation batches (rows =
+    eval.token_budget // bucket). A batch is padded to its longest history, so the rows of
+    one batch differ by at most 1.5x in length. Evaluation traces one function for every
+    shape, so more groups cost no tracing."""
     out, b = [], EVAL_MIN_BUCKET
     while b < length:
         out.append(b)
@@ -251,11 +252,13 @@ def _prepare(serialized, tasks, max_targets: int, keep_fn) -> dict:
 
 def _batch_by_bucket(ds, tasks, buckets: list[int], budget: int, max_targets: int,
                      with_meta: bool, target_buckets: list[int] | None = None):
-    """Examples -> token-budget batches padded to their bucket (rows x bucket <= budget).
+    """Examples -> token-budget batches of one history bucket (rows x bucket <= budget).
 
-    Targets are padded to max_targets; with `target_buckets` (evaluation) examples are also
-    grouped by target count and padded to their batch's largest count, so a batch of
-    requests with few candidates does not score max_targets slots per row.
+    Training (no `target_buckets`): histories padded to their bucket and targets to
+    max_targets, static shapes per bucket (one XLA compile each). Evaluation (with
+    `target_buckets`, relaxed shapes): examples also grouped by target count, and each
+    batch padded to its own longest history and largest target count, so neither padding
+    to the bucket bound nor max_targets slots per row are scored.
     """
     bounds = tf.constant(buckets, tf.int64)
     sizes = [max(1, budget // b) for b in buckets]  # a longer-than-budget request: 1 row
@@ -279,7 +282,9 @@ def _batch_by_bucket(ds, tasks, buckets: list[int], budget: int, max_targets: in
     def pad(parsed):
         build = [functools.partial(features.model_inputs, parsed, tasks, pad_history_to=b,
                                    pad_targets_to=pad_targets_to) for b in buckets]
-        if len(build) == 1:
+        if target_buckets:
+            inputs, labels = features.model_inputs(parsed, tasks)  # to the batch's longest
+        elif len(build) == 1:
             inputs, labels = build[0]()  # one bucket: fully static shapes
         else:
             key = bucket_of(tf.reduce_max(parsed["hist_item_id"].row_lengths()))
@@ -395,8 +400,9 @@ def eval_dataset(data_dir: str, cfg: Config, length: int,
     train.max_targets targets are split like in training, so every target is evaluated
     exactly once: target j of a batch row is target meta['target_start'] + j of request
     meta['request_id'] (valid for j < inputs['tgt_len']). Deterministic order, no shuffle,
-    eval.token_budget batches over `eval_buckets(length)`, grouped by target count too
-    (`eval_target_buckets`) and padded to the batch's largest count; only the first
+    eval.token_budget batches grouped by history length (`eval_buckets(length)`) and
+    target count (`eval_target_buckets`), each padded to its longest history and largest
+    target count (shapes vary: use a relaxed signature); only the first
     eval.max_requests requests (in read order) when that is > 0.
 
     Args:

@@ -64,7 +64,7 @@ def other_user_permutation(user_ids: np.ndarray) -> tuple[np.ndarray, int]:
     return best, best_same
 
 
-def _with_history(inputs, mode: str, perm: np.ndarray | None):
+def _with_history(inputs, mode: str, perm):
     """The batch with its history replaced as `mode` says (`perm`: the batch's
     `other_user_permutation`, used by the swapped mode)."""
     if mode == "real":

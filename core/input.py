@@ -280,15 +280,17 @@ def _batch_by_bucket(ds, tasks, buckets: list[int], budget: int, max_targets: in
     pad_targets_to = None if target_buckets else max_targets
 
     def pad(parsed):
-        build = [functools.partial(features.model_inputs, parsed, tasks, pad_history_to=b,
-                                   pad_targets_to=pad_targets_to) for b in buckets]
-        if target_buckets:
-            inputs, labels = features.model_inputs(parsed, tasks)  # to the batch's longest
-        elif len(build) == 1:
-            inputs, labels = build[0]()  # one bucket: fully static shapes
+        if target_buckets:  # relaxed shapes: the batch's longest history, largest count
+            inputs, labels = features.model_inputs(parsed, tasks)
         else:
-            key = bucket_of(tf.reduce_max(parsed["hist_item_id"].row_lengths()))
-            inputs, labels = tf.switch_case(tf.cast(key, tf.int32), build)
+            build = [functools.partial(features.model_inputs, parsed, tasks,
+                                       pad_history_to=b, pad_targets_to=max_targets)
+                     for b in buckets]
+            if len(build) == 1:
+                inputs, labels = build[0]()  # one bucket: fully static shapes
+            else:
+                key = bucket_of(tf.reduce_max(parsed["hist_item_id"].row_lengths()))
+                inputs, labels = tf.switch_case(tf.cast(key, tf.int32), build)
         for t in tasks:
             labels[t] = tf.ensure_shape(labels[t], [None, pad_targets_to])
         if not with_meta:

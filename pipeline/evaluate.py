@@ -162,6 +162,7 @@ def score_passes(model, dataset, tasks, passes):
     lengths = list(dict.fromkeys(length for length, _ in passes))
     modes = {length: tuple(m for pl, m in passes if pl == length) for length in lengths}
     can_share = getattr(model, "can_swap_histories", False)
+    swapping = any(mode == "swapped" for _, mode in passes)
     compiled, scorer = {}, {}  # one compiled function per distinct set of modes
     for length in lengths:
         key = (modes[length], can_share and {"real", "swapped"} <= set(modes[length]))
@@ -182,8 +183,10 @@ def score_passes(model, dataset, tasks, passes):
         # A request with more than train.max_targets targets spans several rows.
         first_piece = meta["target_start"].numpy() == 0
         request_ids.update(meta["request_id"].numpy().tolist())
-        # One permutation per batch serves every length's swapped pass.
-        perm = tf.constant(other_user_permutation(meta["user_id"].numpy())[0], tf.int64)
+        # One permutation per batch serves every length's swapped pass (unused without one).
+        user_ids = meta["user_id"].numpy()
+        perm = tf.constant(other_user_permutation(user_ids)[0] if swapping
+                           else np.arange(len(user_ids)), tf.int64)
         for length in lengths:
             start = time.perf_counter()
             out = scorer[length](

@@ -46,12 +46,13 @@ VARIANTS = {
              ["train.optimizer=lazy_adam", "train.jit_compile=false", OLD_BUCKETS]),
     "lazy_xla": ("lazy Adam, XLA on (the new train defaults)",
                  ["train.optimizer=lazy_adam", "train.jit_compile=true", OLD_BUCKETS]),
-    "lazy_fine": ("lazy Adam, XLA off, 9 buckets (the results config now; STCA attention "
-                  "form by cost: projected at d=32, M=16)",
+    "lazy_fine": ("lazy Adam, XLA off, 9 buckets (the results config now; STCA trains in "
+                  "the reordered attention form under model.attention_form=auto)",
                   ["train.optimizer=lazy_adam", "train.jit_compile=false", FINE_BUCKETS]),
-    "lazy_fine_reordered": ("lazy Adam, XLA off, 9 buckets, the reordered attention form",
+    "lazy_fine_projected": ("lazy Adam, XLA off, 9 buckets, the projected attention form "
+                            "(what auto picked for training at d=32, M=16 before)",
                             ["train.optimizer=lazy_adam", "train.jit_compile=false",
-                             FINE_BUCKETS, "model.attention_form=reordered"]),
+                             FINE_BUCKETS, "model.attention_form=projected"]),
     "lazy_xla_fine": ("lazy Adam, XLA on, 9 buckets",
                       ["train.optimizer=lazy_adam", "train.jit_compile=true", FINE_BUCKETS]),
 }

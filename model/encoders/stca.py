@@ -127,11 +127,11 @@ class STCAEncoder(SequenceEncoder):
         self.output_token.build([token] * (n + 1))
         super().build(input_shape)
 
-    def _layer_block(self, i, history_mask, id_match):
+    def _layer_block(self, i, history_mask, id_match, training):
         """(events, queries) -> o(i); the unit that recomputation wraps."""
         def block(events, queries):
             return self.attentions[i](self.views[i](events), queries, history_mask,
-                                      id_match=id_match)
+                                      id_match=id_match, training=training)
         return recompute(block) if self.recompute else block
 
     def call(self, events, history_mask, targets, user_tokens=None, training=None,
@@ -143,7 +143,8 @@ class STCAEncoder(SequenceEncoder):
         outputs = []
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
-            outputs.append(self._layer_block(i, history_mask, id_match)(events, queries))
+            block = self._layer_block(i, history_mask, id_match, training)
+            outputs.append(block(events, queries))
         return self.output_token(outputs + [targets])
 
     def encode_user(self, events, history_mask, user_tokens=None, training=None):

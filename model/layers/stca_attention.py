@@ -33,7 +33,10 @@ class STCAAttention(keras.layers.Layer):
     m > d / (h - 1) targets (`model.flops.projected_attention_is_cheaper`): 21 at d = 64,
     h = 4. `attention_form="auto"` picks by that rule from M (in Python when M is static,
     with tf.cond when it is not, e.g. a serving signature); serving caches K / V
-    (`project_history`) and scores with `attend_projected`.
+    (`project_history`) and scores with `attend_projected`. A training call
+    (`training=True`) under "auto" always takes the reordered form: with gradients the
+    projected form measured slower at every d (32, 64) and M (16-128) tried, although it
+    has fewer FLOPs (docs/model.md, "Two attention forms").
 
     Two additions to the paper's attention, each off by default here and on in the
     model's default config (docs/model.md, "Deviations from the paper"):
@@ -56,7 +59,8 @@ class STCAAttention(keras.layers.Layer):
 
     Inputs: history_view [B, L, d], queries [B, M, d], history_mask [B, L] bool, and
     with num_match_fields > 0 id_match [B, F, M, L] bool or float32
-    (`model.layers.id_match`; an encoder with several layers casts it once).
+    (`model.layers.id_match`; an encoder with several layers casts it once); `training`
+    (Python bool or None) only steers the "auto" form.
     Output: [B, M, d]; a request without valid history gives the zero vector before W_O.
 
     Example:
@@ -109,11 +113,13 @@ class STCAAttention(keras.layers.Layer):
                                               dtype=tf.float32, experimental_autocast=False)
         super().build(input_shape)
 
-    def call(self, history_view, queries, history_mask, id_match=None):
+    def call(self, history_view, queries, history_mask, id_match=None, training=None):
         if self.match_bias is not None and id_match is None:
             raise ValueError(f"{self.name}: built with num_match_fields="
                              f"{self.num_match_fields}, so id_match is required")
         form = self.attention_form
+        if form == "auto" and training:  # measured: reordered trains faster at any M tried
+            form = "reordered"
         if form == "auto":
             targets = queries.shape[1]
             if targets is None:  # decided per call, e.g. by a serving signature's M

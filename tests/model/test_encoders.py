@@ -57,6 +57,26 @@ def test_stca_z_follows_the_query_fusion_equations():
     assert not encoder.output_token.normalize
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_stca_training_call_takes_the_reordered_form(recompute):
+    """`training` reaches every attention layer (also through recomputation): at M = 12
+    targets, d = 8, h = 2 "auto" picks projected for inference (M (h - 1) > d) and
+    reordered for training (its Einsum u = W_K q), with the same outputs."""
+    encoder = STCAEncoder(8, 2, 2, recompute=recompute)
+    events, mask, _ = _inputs(2)
+    targets = tf.random.stateless_normal([3, 12, 8], seed=[2, 3])
+
+    def graph_ops(training):
+        fn = tf.function(lambda e, m, t: encoder(e, m, t, training=training))
+        return {op.type for op in fn.get_concrete_function(events, mask, targets)
+                .graph.get_operations()}
+
+    assert "Einsum" in graph_ops(True) and "Einsum" not in graph_ops(False)
+    np.testing.assert_allclose(encoder(events, mask, targets, training=True),
+                               encoder(events, mask, targets, training=False),
+                               atol=REORDER_ATOL)
+
+
 def test_build_encoder_maps_the_config():
     expected = {"stca": STCAEncoder, "longer": LongerEncoder,
                 "target_attention": TargetAttentionEncoder,

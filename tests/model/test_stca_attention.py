@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -187,6 +189,14 @@ def test_auto_picks_the_cheaper_form_statically_or_per_call():
     assert "Einsum" in ops(layer, 5)                    # reordered: u = W_K q per target
     assert "Einsum" not in ops(layer, 6)                # projected
     assert ops(layer, None) & {"If", "StatelessIf"}     # unknown M: chosen per call
+    # Training calls take the reordered form at any M (measured faster with gradients).
+    for targets in (6, 40, None):
+        assert "Einsum" in ops(functools.partial(layer, training=True), targets)
+        assert not ops(functools.partial(layer, training=True), targets) & {"If",
+                                                                          "StatelessIf"}
+    assert "Einsum" not in ops(functools.partial(layer, training=False), 6)
+    forced = STCAAttention(16, 4, attention_form="projected")
+    assert "Einsum" not in ops(functools.partial(forced, training=True), 40)
     reordered, projected = _twin_layers(16, 4, 0, False, seed=8)
     auto = STCAAttention(16, 4)
     auto.build(None)

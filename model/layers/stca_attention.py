@@ -35,18 +35,22 @@ class STCAAttention(keras.layers.Layer):
     with tf.cond when it is not, e.g. a serving signature); serving caches K / V
     (`project_history`) and scores with `attend_projected`. A training call
     (`training=True`) under "auto" always takes the reordered form: with gradients the
-    projected form measured slower at every d (32, 64) and M (16-128) tried, although it
-    has fewer FLOPs (docs/model.md, "Two attention forms").
+    projected form was never faster at d 32 / 64 and M 16-128, although it has fewer FLOPs
+    (docs/model.md, benchmarks/bench_attention_form.py).
 
-    Two additions to the paper's attention, each off by default here and on in the
-    model's default config (docs/model.md, "Deviations from the paper"):
+    Additions to the paper's attention, each off by default here (docs/model.md,
+    "Deviations from the paper"; the model's default config turns the ID match on):
 
         score_h,j += sum_f beta_f,h [ID f of event j == ID f of the target]   (ID match)
+        score_h,j += rho_a(j),h      a(j): age bucket of event j             (recency)
         alpha_h    = exp(score_h) / (exp(sink_h) + sum_j exp(score_h,j))     (sink)
 
     The ID-match prior makes the events that share the target's item or author stand out
     from the first step (learned dot products start random); the sink keeps the amount
-    of such evidence, which a plain softmax normalises away.
+    of such evidence, which a plain softmax normalises away. The recency bias (rho starts
+    at 0) lets the event tokens carry no request-relative feature (model.recency =
+    attention): the age enters only here, at scoring time, so cached keys / values stay
+    valid for a later request of the same user.
 
     Args:
       d_model: width d of the view and the queries.
@@ -55,12 +59,14 @@ class STCAAttention(keras.layers.Layer):
       match_bias_init: initial beta_f,h (the prior's logit bonus for a match).
       attention_sink: add a learned sink logit per head (initialised to 0).
       attention_form: "auto" (by cost), "reordered" or "projected".
+      recency_buckets: A, the age buckets of the `age_bucket` input (0: no recency bias).
       kernel_initializer: initializer of the four kernels.
 
     Inputs: history_view [B, L, d], queries [B, M, d], history_mask [B, L] bool, and
     with num_match_fields > 0 id_match [B, F, M, L] bool or float32
-    (`model.layers.id_match`; an encoder with several layers casts it once); `training`
-    (Python bool or None) only steers the "auto" form.
+    (`model.layers.id_match`; an encoder with several layers casts it once); with
+    recency_buckets > 0 age_bucket [B, L] int in [0, A) (`event_embedding.time_delta_bucket`);
+    `training` (Python bool or None) only steers the "auto" form.
     Output: [B, M, d]; a request without valid history gives the zero vector before W_O.
 
     Example:
@@ -73,12 +79,15 @@ class STCAAttention(keras.layers.Layer):
 
     def __init__(self, d_model: int, num_heads: int, num_match_fields: int = 0,
                  match_bias_init: float = 8.0, attention_sink: bool = False,
-                 attention_form: str = "auto", kernel_initializer="glorot_uniform", **kwargs):
+                 attention_form: str = "auto", recency_buckets: int = 0,
+                 kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         check_positive(d_model=d_model, num_heads=num_heads)
         check_heads_divide(d_model, num_heads)
         if num_match_fields < 0:
             raise ValueError(f"num_match_fields must be >= 0, got {num_match_fields}")
+        if recency_buckets < 0:
+            raise ValueError(f"recency_buckets must be >= 0, got {recency_buckets}")
         if attention_form not in ATTENTION_FORMS:
             raise ValueError(f"attention_form must be one of {ATTENTION_FORMS}, "
                              f"got {attention_form!r}")
@@ -89,6 +98,7 @@ class STCAAttention(keras.layers.Layer):
         self.match_bias_init = float(match_bias_init)
         self.attention_sink = bool(attention_sink)
         self.attention_form = attention_form
+        self.recency_buckets = int(recency_buckets)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape=None):
@@ -100,23 +110,27 @@ class STCAAttention(keras.layers.Layer):
         self.key_kernel = kernel("key_kernel")
         self.value_kernel = kernel("value_kernel")
         self.output_kernel = kernel("output_kernel")
-        self.match_bias = self.sink_logit = None
+        self.match_bias = self.sink_logit = self.recency_bias = None
         if self.num_match_fields:
             # Logit terms live with the float32 softmax: never autocast to bf16 / fp16.
             self.match_bias = self.add_weight(
                 name="match_bias", shape=(self.num_match_fields, self.num_heads),
                 initializer=keras.initializers.Constant(self.match_bias_init), trainable=True,
                 dtype=tf.float32, experimental_autocast=False)
+        if self.recency_buckets:
+            self.recency_bias = self.add_weight(
+                name="recency_bias", shape=(self.recency_buckets, self.num_heads),
+                initializer="zeros", trainable=True, dtype=tf.float32,
+                experimental_autocast=False)
         if self.attention_sink:
             self.sink_logit = self.add_weight(name="sink_logit", shape=(self.num_heads,),
                                               initializer="zeros", trainable=True,
                                               dtype=tf.float32, experimental_autocast=False)
         super().build(input_shape)
 
-    def call(self, history_view, queries, history_mask, id_match=None, training=None):
-        if self.match_bias is not None and id_match is None:
-            raise ValueError(f"{self.name}: built with num_match_fields="
-                             f"{self.num_match_fields}, so id_match is required")
+    def call(self, history_view, queries, history_mask, id_match=None, age_bucket=None,
+             training=None):
+        self._check_logit_inputs(id_match, age_bucket)
         form = self.attention_form
         if form == "auto" and training:  # measured: reordered trains faster at any M tried
             form = "reordered"
@@ -126,13 +140,32 @@ class STCAAttention(keras.layers.Layer):
                 return tf.cond(
                     projected_attention_is_cheaper(self.d_model, self.num_heads,
                                                    tf.shape(queries)[1]),
-                    lambda: self._projected(history_view, queries, history_mask, id_match),
-                    lambda: self._reordered(history_view, queries, history_mask, id_match))
+                    lambda: self._projected(history_view, queries, history_mask, id_match,
+                                            age_bucket),
+                    lambda: self._reordered(history_view, queries, history_mask, id_match,
+                                            age_bucket))
             cheaper = projected_attention_is_cheaper(self.d_model, self.num_heads, targets)
             form = "projected" if cheaper else "reordered"
         if form == "projected":
-            return self._projected(history_view, queries, history_mask, id_match)
-        return self._reordered(history_view, queries, history_mask, id_match)
+            return self._projected(history_view, queries, history_mask, id_match, age_bucket)
+        return self._reordered(history_view, queries, history_mask, id_match, age_bucket)
+
+    def _check_logit_inputs(self, id_match, age_bucket):
+        if self.match_bias is not None and id_match is None:
+            raise ValueError(f"{self.name}: built with num_match_fields="
+                             f"{self.num_match_fields}, so id_match is required")
+        if self.recency_bias is not None and age_bucket is None:
+            raise ValueError(f"{self.name}: built with recency_buckets="
+                             f"{self.recency_buckets}, so age_bucket is required")
+
+    def _logit_bias(self, scores, id_match, age_bucket):
+        """[B, h, M, L] scores plus the ID-match and recency terms (float32 when any)."""
+        if self.match_bias is not None:
+            scores = tf.cast(scores, tf.float32) + match_bias(id_match, self.match_bias)
+        if self.recency_bias is not None:
+            rho = tf.gather(self.recency_bias, age_bucket)                   # [B, L, h]
+            scores = tf.cast(scores, tf.float32) + tf.transpose(rho, [0, 2, 1])[:, :, None]
+        return scores
 
     def project_history(self, history_view):
         """X~ [B, L, d] -> (keys, values), each [B, h, L, d_h] in the compute dtype."""
@@ -146,8 +179,10 @@ class STCAAttention(keras.layers.Layer):
         kv = tf.transpose(kv, [2, 0, 3, 1, 4])                              # [2, B, h, L, k]
         return kv[0], kv[1]
 
-    def attend_projected(self, keys, values, queries, history_mask, id_match=None):
+    def attend_projected(self, keys, values, queries, history_mask, id_match=None,
+                         age_bucket=None):
         """Queries [B, M, d] over projected keys / values [B, h, L, d_h] -> [B, M, d]."""
+        self._check_logit_inputs(id_match, age_bucket)
         d, h, k = self.d_model, self.num_heads, self.head_dim
         keys = tf.cast(keys, self.compute_dtype)
         values = tf.cast(values, self.compute_dtype)
@@ -157,8 +192,7 @@ class STCAAttention(keras.layers.Layer):
         q = q * (1.0 / math.sqrt(k))
         q = tf.transpose(tf.reshape(q, [batch, targets, h, k]), [0, 2, 1, 3])  # [B, h, M, k]
         scores = tf.matmul(q, keys, transpose_b=True)                       # [B, h, M, L]
-        if self.match_bias is not None:
-            scores = tf.cast(scores, tf.float32) + match_bias(id_match, self.match_bias)
+        scores = self._logit_bias(scores, id_match, age_bucket)
         alpha = self._softmax(scores, history_mask)
         context = tf.matmul(tf.cast(alpha, self.compute_dtype), values)     # [B, h, M, k]
         context = context * self._has_history(history_mask)
@@ -177,11 +211,12 @@ class STCAAttention(keras.layers.Layer):
         has = tf.reduce_any(history_mask, axis=-1)[:, None, None, None]
         return tf.cast(has, self.compute_dtype)
 
-    def _projected(self, history_view, queries, history_mask, id_match):
+    def _projected(self, history_view, queries, history_mask, id_match, age_bucket):
         keys, values = self.project_history(history_view)
-        return self.attend_projected(keys, values, queries, history_mask, id_match)
+        return self.attend_projected(keys, values, queries, history_mask, id_match,
+                                     age_bucket)
 
-    def _reordered(self, history_view, queries, history_mask, id_match):
+    def _reordered(self, history_view, queries, history_mask, id_match, age_bucket):
         d, h, k = self.d_model, self.num_heads, self.head_dim
         view = tf.cast(history_view, self.compute_dtype)
         queries = tf.cast(queries, self.compute_dtype)
@@ -194,8 +229,7 @@ class STCAAttention(keras.layers.Layer):
         u = tf.reshape(u * (1.0 / math.sqrt(k)), [batch, h * targets, d])
         scores = tf.reshape(tf.matmul(u, view, transpose_b=True),
                             [batch, h, targets, length])                  # [B, h, M, L]
-        if self.match_bias is not None:
-            scores = tf.cast(scores, tf.float32) + match_bias(id_match, self.match_bias)
+        scores = self._logit_bias(scores, id_match, age_bucket)
         alpha = self._softmax(scores, history_mask)
         alpha = tf.reshape(tf.cast(alpha, self.compute_dtype), [batch, h * targets, length])
         context = tf.matmul(alpha, view) * self._has_history(history_mask)[:, :, :, 0]
@@ -207,5 +241,5 @@ class STCAAttention(keras.layers.Layer):
         return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
                 "num_match_fields": self.num_match_fields,
                 "match_bias_init": self.match_bias_init, "attention_sink": self.attention_sink,
-                "attention_form": self.attention_form,
+                "attention_form": self.attention_form, "recency_buckets": self.recency_buckets,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}

@@ -206,6 +206,7 @@ INPUT_FORMATS = SYNTH_FORMATS + ("movielens", "kuairand")  # data.format
 LAYOUTS = ("request", "pointwise")          # data.layout
 CACHE_DTYPES = ("float32", "bfloat16")  # export.cache_dtype: the dtype of the served user cache
 ATTENTION_FORMS = ("auto", "reordered", "projected")  # STCA; model/flops.py has the costs
+RECENCY_MODES = ("token", "attention")  # model.recency: where the event age enters the model
 ID_MATCH_FIELDS = ("item", "author")
 OPTIMIZERS = ("lazy_adam", "adam", "adamw", "adagrad")
 JIT_MODES = ("auto", "true", "false")
@@ -275,6 +276,12 @@ class ModelConfig:
     # STCA's attention form: auto picks the cheaper by the FLOP model (model/flops.py):
     # the paper's reordered form for few targets per request, projected K / V for many.
     attention_form: str = "auto"      # auto | reordered | projected
+    # Where an event's age (request_ts - hist_ts, time_buckets log buckets) enters: "token"
+    # embeds it in every event token (the user cache then depends on request_ts);
+    # "attention" keeps the tokens request-free and adds a learned logit per (age bucket,
+    # head) in every attention layer at scoring time, so a user cache can be extended with
+    # new events (RankingModel.extend_user). Needs an encoder with supports_recency_bias.
+    recency: str = "token"
     longer: LongerConfig = field(default_factory=LongerConfig)
 
     def validate(self, p: str = "model") -> None:
@@ -286,6 +293,7 @@ class ModelConfig:
                "the name of a registered head (model/registry.py)")
         _choice(f"{p}.precision", self.precision, PRECISIONS)
         _choice(f"{p}.attention_form", self.attention_form, ATTENTION_FORMS)
+        _choice(f"{p}.recency", self.recency, RECENCY_MODES)
         for name in ("d_model", "num_heads", "num_layers", "ffn_mult", "item_buckets",
                      "author_buckets", "user_buckets", "action_buckets", "time_buckets",
                      "head_layers", "head_width"):

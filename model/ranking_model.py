@@ -17,10 +17,11 @@ from model.heads import build_head
 from model.layers.common import ensure_built
 from model.layers.event_embedding import EventEmbedding
 from model.layers.id_match import ID_MATCH_INPUTS, id_match
-from model.layers.masking import length_mask
+from model.layers.masking import length_mask, masked_mean, prepend_valid
 from model.layers.user_tokens import UserTokens
 
 USER_TOKENS = "user_tokens"
+HIST_TS = "hist_ts"  # cache key of the events' times (model.recency=attention)
 
 
 class RankingModel(tfrs.Model):
@@ -31,6 +32,12 @@ class RankingModel(tfrs.Model):
     model.rlb (default) the user side is computed once per request and shared by its M
     targets; with rlb=false `call` copies the request once per target ([B*M, L], the
     point-wise baseline). encode_user / score_candidates always share the user side.
+
+    With model.recency=attention the user cache holds no request-relative feature: event
+    tokens leave the age out, the cache keeps the events' times (hist_ts) and
+    score_candidates reads request_ts (`candidate_inputs`) to add the encoder's recency
+    logits. Such a cache can be extended with a user's new events (`extend_user`) instead
+    of being rebuilt for every request.
 
     Args:
       model_cfg: `core.config.ModelConfig` (validated here).
@@ -46,6 +53,7 @@ class RankingModel(tfrs.Model):
         model.fit(dataset_of_inputs_and_labels)
         cache = model.encode_user(inputs)
         logits = model.score_candidates(cache, inputs)
+        cache = model.extend_user(cache, new_events)   # model.recency=attention only
     """
 
     def __init__(self, model_cfg: ModelConfig, tasks: Sequence[str], clip_norm: float = 0.0,
@@ -62,7 +70,9 @@ class RankingModel(tfrs.Model):
         cfg, policy = model_cfg, precision.policy(model_cfg.precision)
         self.embedding = EventEmbedding(
             cfg.d_model, cfg.item_buckets, cfg.author_buckets, cfg.action_buckets,
-            cfg.time_buckets, cfg.time_log_base, cfg.ffn_mult, dtype=policy, name="embedding")
+            cfg.time_buckets, cfg.time_log_base, cfg.ffn_mult,
+            age_in_token=cfg.recency == "token", dtype=policy, name="embedding")
+        self.recency_bias = cfg.recency == "attention"
         self.user_tokens = UserTokens(cfg.d_model, cfg.user_buckets, cfg.use_user_id,
                                       dtype=policy, name="user_tokens")
         self.encoder = build_encoder(cfg, policy, num_user_tokens=self.user_tokens.num_tokens)
@@ -93,8 +103,24 @@ class RankingModel(tfrs.Model):
         targets = self.embedding.embed_targets(inputs)
         user_tokens = self.user_tokens(inputs["user_id"], events, history_mask)
         z = self.encoder(events, history_mask, targets, user_tokens=user_tokens,
-                         training=training, id_match=self._id_match(inputs, inputs))
+                         training=training, id_match=self._id_match(inputs, inputs),
+                         **self._recency(inputs, inputs))
         return self._logits(z, user_tokens, targets, training)
+
+    @property
+    def candidate_inputs(self) -> tuple[str, ...]:
+        """The inputs of score_candidates besides the cache: `features.CANDIDATE_INPUTS`,
+        and request_ts when the recency enters at scoring time (model.recency=attention)."""
+        extra = ("request_ts",) if self.recency_bias else ()
+        return features.CANDIDATE_INPUTS + extra
+
+    def _recency(self, history, inputs) -> dict:
+        """The encoder's age_bucket keyword ([B, L] from history["hist_ts"] and
+        inputs["request_ts"]) with model.recency=attention; {} otherwise."""
+        if not self.recency_bias:
+            return {}
+        return {"age_bucket": self.embedding.age_bucket(inputs["request_ts"],
+                                                        history[HIST_TS])}
 
     def _id_match(self, history_ids, inputs):
         """[B, F, M, L] bool matches of raw IDs (history from inputs or a cache), or None."""
@@ -112,23 +138,78 @@ class RankingModel(tfrs.Model):
                                               training=training))
         cache[USER_TOKENS] = user_tokens
         cache[HIST_LEN] = tf.reduce_sum(tf.cast(history_mask, tf.int32), axis=-1)
-        for name, _ in self.match_fields:
+        for name in self._cached_history_inputs():
             cache[name] = tf.cast(inputs[name], tf.int64)
         return cache
 
+    def _cached_history_inputs(self) -> list[str]:
+        """Raw history inputs the cache keeps: IDs of the ID match, times of the recency."""
+        return [h for h, _ in self.match_fields] + ([HIST_TS] if self.recency_bias else [])
+
     def score_candidates(self, cache: dict, inputs, training=False) -> tf.Tensor:
-        """Logits [B, M, T] from a user cache and `features.CANDIDATE_INPUTS` only."""
+        """Logits [B, M, T] from a user cache and `candidate_inputs` only."""
         ensure_built(self)
         targets = self.embedding.embed_targets(inputs)
         z = self.encoder.score(cache, targets, training=training,
-                               id_match=self._id_match(cache, inputs))
+                               id_match=self._id_match(cache, inputs),
+                               **self._recency(cache, inputs))
         return self._logits(z, cache[USER_TOKENS], targets, training)
+
+    def extend_user(self, cache: dict, new_events) -> dict:
+        """The user cache after newer events: what encode_user gives for the history
+        new_events + the cached one (most recent first), encoding only the new events.
+
+        Needs model.recency=attention (the cached tensors are then per event and
+        request-free). The history-mean user token becomes the running mean over both;
+        the user-ID token stays. Nothing is dropped: a caller that caps the history
+        re-encodes instead.
+
+        Args:
+          cache: a user cache (`user_cache_spec`; a bfloat16 cache stays bfloat16).
+          new_events: the history features [B, K] of the new events, most recent first
+            and all after the cached ones, and their valid counts "hist_len" [B].
+
+        Returns:
+          The extended cache, history width K + L.
+
+        Raises:
+          ValueError when the model's cache cannot be extended (model.recency=token).
+        """
+        if not self.recency_bias:
+            raise ValueError("extend_user needs model.recency=attention: with the age in "
+                             "the event tokens every cached tensor depends on request_ts")
+        ensure_built(self)
+        events, mask = self._embed_history(new_events)
+        new = dict(self.encoder.encode_user(events, mask))
+        new_len = tf.cast(new_events[features.HIST_LEN], tf.int32)
+        old_len = tf.cast(cache[HIST_LEN], tf.int32)
+        out = dict(cache)
+        sources = {**{name: (new[name], axis)
+                      for name, axis in self.encoder.cache_length_axes().items()},
+                   **{name: (new_events[name], 1) for name in self._cached_history_inputs()}}
+        for name, (fresh, axis) in sources.items():
+            out[name] = prepend_valid(tf.cast(fresh, cache[name].dtype), cache[name], new_len,
+                                      axis)
+        out[HIST_LEN] = old_len + new_len
+        # Running mean of the events (the last user token): sums of old and new, in float32.
+        count_old = tf.cast(old_len, tf.float32)[:, None]
+        count_new = tf.cast(new_len, tf.float32)[:, None]
+        mean_old = tf.cast(cache[USER_TOKENS][:, -1], tf.float32)
+        sum_new = tf.cast(masked_mean(events, mask), tf.float32) * count_new
+        mean = (mean_old * count_old + sum_new) / tf.maximum(count_old + count_new, 1.0)
+        tokens = cache[USER_TOKENS]
+        out[USER_TOKENS] = tf.concat([tokens[:, :-1], tf.cast(mean, tokens.dtype)[:, None]],
+                                     axis=1)
+        return out
 
     @property
     def can_swap_histories(self) -> bool:
         """Whether `swap_histories` can move a user cache between rows (request-level
         model whose encoder cache does not depend on the user-ID token)."""
-        return self.model_cfg.rlb and not self.encoder.cache_uses_user_tokens
+        # With recency at scoring time the cache has event times but no request time, so
+        # a moved row would read another user's events against its own request_ts.
+        return (self.model_cfg.rlb and not self.encoder.cache_uses_user_tokens
+                and not self.recency_bias)
 
     def swap_histories(self, cache: dict, perm) -> dict:
         """The user cache of the same batch with row i's history (and request time)
@@ -155,7 +236,7 @@ class RankingModel(tfrs.Model):
             [None, self.user_tokens.num_tokens, self.model_cfg.d_model], compute,
             name=USER_TOKENS)
         spec[HIST_LEN] = tf.TensorSpec([None], tf.int32, name=HIST_LEN)
-        for name, _ in self.match_fields:
+        for name in self._cached_history_inputs():
             spec[name] = tf.TensorSpec([None, None], tf.int64, name=name)
         return spec
 

@@ -39,6 +39,10 @@ class Entry:
     def supports_recompute(self) -> bool:
         return bool(getattr(self.cls, "supports_recompute", False))
 
+    @property
+    def supports_recency_bias(self) -> bool:
+        return bool(getattr(self.cls, "supports_recency_bias", False))
+
 
 ENCODERS: dict[str, Entry] = {}
 HEADS: dict[str, Entry] = {}
@@ -102,7 +106,8 @@ def head(name: str) -> Entry:
 
 def check_model_config(model_cfg: ModelConfig) -> ModelConfig:
     """The registry's part of config validation: model.encoder and model.head are
-    registered, and model.recompute is only set for an encoder that supports it.
+    registered, and model.recompute / model.recency=attention are only set for an encoder
+    that supports them.
 
     Raises:
       ConfigError naming the field and the allowed values.
@@ -113,4 +118,8 @@ def check_model_config(model_cfg: ModelConfig) -> ModelConfig:
         raise ConfigError("model.recompute: True is invalid; it must be false unless "
                           "model.encoder is one of "
                           + ", ".join(repr(e) for e in recompute_encoders()))
+    if model_cfg.recency == "attention" and not entry.supports_recency_bias:
+        raise ConfigError("model.recency: 'attention' is invalid; it must be 'token' unless "
+                          "model.encoder is one of " + ", ".join(
+                              repr(n) for n, e in ENCODERS.items() if e.supports_recency_bias))
     return model_cfg

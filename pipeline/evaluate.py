@@ -123,7 +123,7 @@ def _length_scorer(model, modes: tuple[str, ...], shared: bool):
         out = {}
         for mode in modes:
             if cache is not None and mode != "empty":
-                candidates = {n: cut[n] for n in features.CANDIDATE_INPUTS}
+                candidates = {n: cut[n] for n in model.candidate_inputs}
                 user = cache if mode == "real" else model.swap_histories(cache, perm)
                 logits = model.score_candidates(user, candidates)
             else:

@@ -179,6 +179,9 @@ class RankingClient:
         inputs = req.dense_inputs([request.without_history()])
         wanted = self._served(sigs.SCORE_CANDIDATES)["inputs"]
         user_side = {n: v for n, v in cached.items() if n in wanted}
+        # request_ts too when the model adds event ages at scoring (model.recency=attention)
+        user_side.update({n: inputs[n] for n in sigs.candidate_inputs(wanted)
+                          if n not in features.CANDIDATE_INPUTS})
         parts = []
         for start in range(0, m, self.cfg.chunk_size):
             stop = min(start + self.cfg.chunk_size, m)

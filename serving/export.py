@@ -134,7 +134,8 @@ def export_model(model, cfg: config_lib.Config, export_base: str, checkpoint: st
         raise RuntimeError("the signatures read variables the model does not track")
     try:
         tf.saved_model.save(module, tmp, signatures=functions)
-        contract = sigs.contract(model.user_cache_spec(), cfg.tasks, ex.cache_dtype)
+        contract = sigs.contract(model.user_cache_spec(), cfg.tasks, ex.cache_dtype,
+                                 model.candidate_inputs)
         warmup = write_warmup(tmp, functions, ex)
         metadata = {
             "format": FORMAT,
@@ -145,7 +146,7 @@ def export_model(model, cfg: config_lib.Config, export_base: str, checkpoint: st
             "signatures": contract,
             "feature_spec": {
                 "user_inputs": list(features.USER_INPUTS),
-                "candidate_inputs": list(features.CANDIDATE_INPUTS),
+                "candidate_inputs": list(model.candidate_inputs),
                 "history_order": "most recent first; valid events are a prefix of hist_len",
                 "timestamps": "Unix milliseconds (int64)",
                 "ids": "raw int64 IDs from core.idhash.stable_id; hashed into embedding "
@@ -194,7 +195,8 @@ def write_warmup(version_dir: str, functions: dict, ex: config_lib.ExportConfig)
     per_signature = {
         sigs.SERVING_DEFAULT: inputs,
         sigs.ENCODE_USER: user,
-        sigs.SCORE_CANDIDATES: {**cache, **{n: inputs[n] for n in features.CANDIDATE_INPUTS}},
+        sigs.SCORE_CANDIDATES: {**cache, **{n: inputs[n] for n in sigs.candidate_inputs(
+            functions[sigs.SCORE_CANDIDATES].structured_input_signature[0][0])}},
     }
     path = layout.warmup_path(version_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)

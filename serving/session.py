@@ -104,7 +104,8 @@ def parity_job(version_dir: str, inputs: Mapping[str, np.ndarray]) -> tuple[dict
     arrays = {}
     direct = model.run(sigs.SERVING_DEFAULT, inputs)
     cache = model.run(sigs.ENCODE_USER, {n: inputs[n] for n in features.USER_INPUTS})
-    cands = {n: inputs[n] for n in features.CANDIDATE_INPUTS}
+    cands = {n: inputs[n] for n in sigs.candidate_inputs(
+        model.contract()[sigs.SCORE_CANDIDATES]["inputs"])}
     cached = model.run(sigs.SCORE_CANDIDATES, {**cache, **cands})
     for sig_name, outputs in ((sigs.SERVING_DEFAULT, direct), (sigs.ENCODE_USER, cache),
                               (sigs.SCORE_CANDIDATES, cached)):

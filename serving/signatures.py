@@ -6,6 +6,8 @@ One SavedModel, three signatures, dense padded inputs named as `core.features`
     serving_default    USER_INPUTS + CANDIDATE_INPUTS      -> score_<task> [B, M] float32
     encode_user        USER_INPUTS                         -> cache_<key>  (user_cache)
     score_candidates   cache_<key> + CANDIDATE_INPUTS      -> score_<task> [B, M] float32
+                       (+ request_ts with model.recency=attention: the event ages are
+                       taken at scoring time, and the cache holds cache_hist_ts)
 
 `cache_<key>` are the model's `user_cache_spec()` entries (STCA: cache_history_keys and
 cache_history_values [B, N, h, L, d/h], cache_user_tokens [B, U, d], cache_hist_len [B]
@@ -44,6 +46,12 @@ def cache_name(key: str) -> str:
     return CACHE_PREFIX + key
 
 
+def candidate_inputs(signature_inputs) -> list[str]:
+    """The score_candidates inputs that are not cache entries (the candidates' features,
+    and request_ts for a model with model.recency=attention), from its input names."""
+    return [n for n in signature_inputs if not n.startswith(CACHE_PREFIX)]
+
+
 def score_name(task: str) -> str:
     return SCORE_PREFIX + task
 
@@ -75,7 +83,8 @@ def _entry(spec: tf.TensorSpec) -> dict:
 
 
 def contract(user_cache_spec: Mapping[str, tf.TensorSpec], tasks: Sequence[str],
-             cache_dtype: str) -> dict:
+             cache_dtype: str,
+             candidate_inputs: Sequence[str] = features.CANDIDATE_INPUTS) -> dict:
     """The documented signature contract: {signature: {"inputs"|"outputs": {name: entry}}}.
 
     Each entry is {"dtype": "int64", "shape": [-1, -1]} (-1 = any size). Written into the
@@ -85,10 +94,10 @@ def contract(user_cache_spec: Mapping[str, tf.TensorSpec], tasks: Sequence[str],
       user_cache_spec: `RankingModel.user_cache_spec()` of the exported model.
       tasks: task names; one `score_<task>` output per task.
       cache_dtype: "float32" | "bfloat16" (export.cache_dtype).
+      candidate_inputs: `RankingModel.candidate_inputs` of the exported model.
     """
     user = {n: _entry(s) for n, s in features.input_signature(features.USER_INPUTS).items()}
-    cands = {n: _entry(s) for n, s in
-             features.input_signature(features.CANDIDATE_INPUTS).items()}
+    cands = {n: _entry(s) for n, s in features.input_signature(candidate_inputs).items()}
     cache = {n: _entry(s) for n, s in cache_specs(user_cache_spec, cache_dtype).items()}
     scores = {n: {"dtype": "float32", "shape": [-1, -1]} for n in score_names(tasks)}
     return {
@@ -109,7 +118,7 @@ def signature_functions(model, tasks: Sequence[str], cache_dtype: str) -> dict:
     """
     tasks = list(tasks)
     user_spec = features.input_signature(features.USER_INPUTS)
-    cand_spec = features.input_signature(features.CANDIDATE_INPUTS)
+    cand_spec = features.input_signature(model.candidate_inputs)
     model_cache_spec = model.user_cache_spec()
     cache_spec = cache_specs(model_cache_spec, cache_dtype)
 

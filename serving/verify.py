@@ -157,7 +157,7 @@ def _quality(model, loaded, cfg: config_lib.Config, data_dir: str, checks: _Chec
         exported = {k: v.numpy() for k, v in fns[sigs.SERVING_DEFAULT](**inputs).items()}
         cache = fns[sigs.ENCODE_USER](**{n: inputs[n] for n in features.USER_INPUTS})
         cached = {k: v.numpy() for k, v in fns[sigs.SCORE_CANDIDATES](
-            **cache, **{n: inputs[n] for n in features.CANDIDATE_INPUTS}).items()}
+            **cache, **{n: inputs[n] for n in model.candidate_inputs}).items()}
         logits = tf.sigmoid(model(inputs, training=False)).numpy()
         in_memory = {sigs.score_name(t): logits[..., i] for i, t in enumerate(cfg.tasks)}
         tgt_len = inputs[features.TGT_LEN].numpy()
@@ -245,7 +245,8 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
     try:
         _saved_model_cli(version_dir, out_dir, checks)
         model, restored = _restore_model(meta, cfg, checks)
-        expected = sigs.contract(model.user_cache_spec(), tasks, ex.cache_dtype)
+        expected = sigs.contract(model.user_cache_spec(), tasks, ex.cache_dtype,
+                                 model.candidate_inputs)
         problems = sigs.diff_contracts(meta["signatures"], expected)
         checks.add("metadata contract == model contract", not problems, "; ".join(problems))
         saved = loader_impl.parse_saved_model(version_dir).meta_graphs[0].signature_def
@@ -285,7 +286,7 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
             direct = {k: v.numpy() for k, v in fns[sigs.SERVING_DEFAULT](**inputs).items()}
             cache = fns[sigs.ENCODE_USER](**{n: inputs[n] for n in features.USER_INPUTS})
             cached = {k: v.numpy() for k, v in fns[sigs.SCORE_CANDIDATES](
-                **cache, **{n: inputs[n] for n in features.CANDIDATE_INPUTS}).items()}
+                **cache, **{n: inputs[n] for n in model.candidate_inputs}).items()}
             diff = _valid_max_diff(cached, direct, tasks, inputs[features.TGT_LEN])
             checks.add("tf.saved_model.load: score_candidates(encode_user(x)) == "
                        f"serving_default(x){label}", diff <= tol,

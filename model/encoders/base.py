@@ -50,6 +50,9 @@ class SequenceEncoder(keras.layers.Layer):
     supports_recompute = False
     # Encoders whose attention reads the target-history ID matches set this.
     supports_id_match = False
+    # Encoders that take the events' age buckets (`age_bucket`, [B, L]) in call and score
+    # and add a learned recency logit at scoring time (model.recency=attention) set this.
+    supports_recency_bias = False
     # Encoders whose encode_user cache depends on the user tokens (LONGER's global tokens)
     # set this: their cache cannot be moved to another user's row (RankingModel.swap_histories).
     cache_uses_user_tokens = False
@@ -72,6 +75,12 @@ class SequenceEncoder(keras.layers.Layer):
     def cache_spec(self) -> dict:
         """name -> tf.TensorSpec of every tensor encode_user returns."""
         raise NotImplementedError
+
+    def cache_length_axes(self) -> dict:
+        """name -> the history axis of every encode_user tensor, for caches that can be
+        extended with new events (encoders with supports_recency_bias: their cached
+        tensors are per event, so new events' entries are prepended)."""
+        raise NotImplementedError(f"{type(self).__name__} caches cannot be extended")
 
     def call(self, events, history_mask, targets, user_tokens=None, training=None,
              id_match=None):

@@ -64,9 +64,12 @@ class STCAEncoder(SequenceEncoder):
       attention_sink: a learned sink logit per head and layer (`STCAAttention`).
       attention_form: "auto" (cheaper form for the call's number of targets),
         "reordered" or "projected"; `score` always reads projected K / V.
+      recency_buckets: A > 0 adds a learned logit per (age bucket, head) in every layer
+        (`STCAAttention`, model.recency=attention); call and score then take age_bucket.
 
-    Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d], and
-    id_match [B, F, M, L] bool when num_match_fields > 0.
+    Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d],
+    id_match [B, F, M, L] bool when num_match_fields > 0, and age_bucket [B, L] int in
+    [0, A) when recency_buckets > 0 (also inputs of `score`).
     Output: z [B, M, d].
 
     Example:
@@ -77,6 +80,7 @@ class STCAEncoder(SequenceEncoder):
 
     supports_recompute = True
     supports_id_match = True
+    supports_recency_bias = True
 
     @classmethod
     def from_model_config(cls, model_cfg, num_user_tokens: int = 0, **kwargs):
@@ -85,12 +89,14 @@ class STCAEncoder(SequenceEncoder):
                    num_match_fields=len(model_cfg.id_match),
                    match_bias_init=model_cfg.id_match_init,
                    attention_sink=model_cfg.attention_sink,
-                   attention_form=model_cfg.attention_form, **kwargs)
+                   attention_form=model_cfg.attention_form,
+                   recency_buckets=model_cfg.time_buckets if model_cfg.recency == "attention"
+                   else 0, **kwargs)
 
     def __init__(self, d_model: int, num_heads: int = 4, num_layers: int = 3,
                  ffn_mult: int = 2, recompute: bool = False, num_match_fields: int = 0,
                  match_bias_init: float = 8.0, attention_sink: bool = False,
-                 attention_form: str = "auto", **kwargs):
+                 attention_form: str = "auto", recency_buckets: int = 0, **kwargs):
         super().__init__(d_model, **kwargs)
         check_positive(num_heads=num_heads, num_layers=num_layers, ffn_mult=ffn_mult)
         check_heads_divide(d_model, num_heads)
@@ -104,6 +110,7 @@ class STCAEncoder(SequenceEncoder):
         self.match_bias_init = float(match_bias_init)
         self.attention_sink = bool(attention_sink)
         self.attention_form = attention_form
+        self.recency_buckets = int(recency_buckets)
 
     def build(self, input_shape=None):
         d, n, policy = self.d_model, self.num_layers, self.dtype_policy
@@ -114,7 +121,8 @@ class STCAEncoder(SequenceEncoder):
                                     name=f"query_{i}") for i in range(n)]
         self.attentions = [STCAAttention(d, self.num_heads, self.num_match_fields,
                                          self.match_bias_init, self.attention_sink,
-                                         self.attention_form, dtype=policy,
+                                         self.attention_form, self.recency_buckets,
+                                         dtype=policy,
                                          name=f"attention_{i}")
                            for i in range(n)]
         self.output_token = TokenFusion(d, n + 1, self.ffn_mult, normalize=False,
@@ -127,15 +135,16 @@ class STCAEncoder(SequenceEncoder):
         self.output_token.build([token] * (n + 1))
         super().build(input_shape)
 
-    def _layer_block(self, i, history_mask, id_match, training):
+    def _layer_block(self, i, history_mask, id_match, age_bucket, training):
         """(events, queries) -> o(i); the unit that recomputation wraps."""
         def block(events, queries):
             return self.attentions[i](self.views[i](events), queries, history_mask,
-                                      id_match=id_match, training=training)
+                                      id_match=id_match, age_bucket=age_bucket,
+                                      training=training)
         return recompute(block) if self.recompute else block
 
     def call(self, events, history_mask, targets, user_tokens=None, training=None,
-             id_match=None):
+             id_match=None, age_bucket=None):
         # View and attention are interleaved per layer so a layer's activations can be
         # dropped (recompute) before the next layer runs.
         events = tf.cast(events, self.compute_dtype)
@@ -143,7 +152,7 @@ class STCAEncoder(SequenceEncoder):
         outputs = []
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
-            block = self._layer_block(i, history_mask, id_match, training)
+            block = self._layer_block(i, history_mask, id_match, age_bucket, training)
             outputs.append(block(events, queries))
         return self.output_token(outputs + [targets])
 
@@ -153,7 +162,7 @@ class STCAEncoder(SequenceEncoder):
                              for view, attention in zip(self.views, self.attentions)))
         return {HISTORY_KEYS: tf.stack(keys, axis=1), HISTORY_VALUES: tf.stack(values, axis=1)}
 
-    def score(self, cache, targets, training=None, id_match=None):
+    def score(self, cache, targets, training=None, id_match=None, age_bucket=None):
         keys = self.cast_cache(cache[HISTORY_KEYS])
         values = self.cast_cache(cache[HISTORY_VALUES])
         history_mask = self.history_mask(cache, tf.shape(keys)[3])
@@ -162,7 +171,8 @@ class STCAEncoder(SequenceEncoder):
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
             outputs.append(self.attentions[i].attend_projected(
-                keys[:, i], values[:, i], queries, history_mask, id_match=id_match))
+                keys[:, i], values[:, i], queries, history_mask, id_match=id_match,
+                age_bucket=age_bucket))
         return self.output_token(outputs + [targets])
 
     def cache_spec(self):
@@ -170,9 +180,12 @@ class STCAEncoder(SequenceEncoder):
         return {name: tf.TensorSpec(shape, self.compute_dtype, name=name)
                 for name in (HISTORY_KEYS, HISTORY_VALUES)}
 
+    def cache_length_axes(self):
+        return {HISTORY_KEYS: 3, HISTORY_VALUES: 3}   # [B, N, h, L, d_h]
+
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "num_layers": self.num_layers, "ffn_mult": self.ffn_mult,
                 "recompute": self.recompute, "num_match_fields": self.num_match_fields,
                 "match_bias_init": self.match_bias_init, "attention_sink": self.attention_sink,
-                "attention_form": self.attention_form}
+                "attention_form": self.attention_form, "recency_buckets": self.recency_buckets}

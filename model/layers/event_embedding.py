@@ -38,7 +38,10 @@ class EventEmbedding(keras.layers.Layer):
         x_j = e(item_j) + SwiGLU([e(item_j); e(action_j); e(author_j); e(timebucket_j)])
         x_t = e(item_t) + SwiGLU_t([e(item_t); e(author_t)])
 
-    No absolute position embeddings: they would break length extrapolation.
+    No absolute position embeddings: they would break length extrapolation. With
+    age_in_token=False (model.recency=attention) the time bucket is left out,
+    x_j = e(item_j) + SwiGLU([e(item_j); e(action_j); e(author_j)]): the token no longer
+    depends on request_ts, and `age_bucket` gives the buckets to the encoder instead.
 
     Args:
       d_model: token width d.
@@ -46,6 +49,7 @@ class EventEmbedding(keras.layers.Layer):
       time_buckets: number of log time-delta buckets.
       time_log_base: base of the log bucketing (> 1).
       ffn_mult: SwiGLU inner width multiplier.
+      age_in_token: embed the time bucket in every event token (default).
 
     Input: dict of model inputs (`core.features.MODEL_INPUTS` names).
     Output of `call`: (history [B, L, d], targets [B, M, d]); `embed_history` and
@@ -59,7 +63,7 @@ class EventEmbedding(keras.layers.Layer):
 
     def __init__(self, d_model: int, item_buckets: int, author_buckets: int,
                  action_buckets: int, time_buckets: int, time_log_base: float = 1.5,
-                 ffn_mult: int = 2, **kwargs):
+                 ffn_mult: int = 2, age_in_token: bool = True, **kwargs):
         super().__init__(**kwargs)
         check_positive(d_model=d_model, item_buckets=item_buckets,
                        author_buckets=author_buckets, action_buckets=action_buckets,
@@ -73,18 +77,21 @@ class EventEmbedding(keras.layers.Layer):
         self.time_buckets = time_buckets
         self.time_log_base = float(time_log_base)
         self.ffn_mult = ffn_mult
+        self.age_in_token = bool(age_in_token)
 
     def build(self, input_shape=None):
         d, policy = self.d_model, self.dtype_policy
         self.item = HashedEmbedding(self.item_buckets, d, dtype=policy, name="item")
         self.author = HashedEmbedding(self.author_buckets, d, dtype=policy, name="author")
         self.action = HashedEmbedding(self.action_buckets, d, dtype=policy, name="action")
-        self.time = HashedEmbedding(self.time_buckets, d, dtype=policy, name="time_delta")
+        self.time = (HashedEmbedding(self.time_buckets, d, dtype=policy, name="time_delta")
+                     if self.age_in_token else None)
         self.event_ffn = SwiGLU(d, self.ffn_mult, dtype=policy, name="event_ffn")
         self.target_ffn = SwiGLU(d, self.ffn_mult, dtype=policy, name="target_ffn")
         for table in (self.item, self.author, self.action, self.time):
-            table.build((None, None))
-        self.event_ffn.build((None, None, 4 * d))
+            if table is not None:
+                table.build((None, None))
+        self.event_ffn.build((None, None, (4 if self.age_in_token else 3) * d))
         self.target_ffn.build((None, None, 2 * d))
         super().build(input_shape)
 
@@ -95,12 +102,14 @@ class EventEmbedding(keras.layers.Layer):
         """[B, L] history features (+ request_ts) -> [B, L, d] event tokens."""
         ensure_built(self)
         item = self.item(inputs["hist_item_id"])
-        time_bucket = time_delta_bucket(inputs["request_ts"], inputs["hist_ts"],
-                                        self.time_buckets, self.time_log_base)
-        features = tf.concat([item, self.action(inputs["hist_action"]),
-                              self.author(inputs["hist_author_id"]),
-                              self.time(time_bucket)], axis=-1)
-        return item + self.event_ffn(features)
+        parts = [item, self.action(inputs["hist_action"]), self.author(inputs["hist_author_id"])]
+        if self.age_in_token:
+            parts.append(self.time(self.age_bucket(inputs["request_ts"], inputs["hist_ts"])))
+        return item + self.event_ffn(tf.concat(parts, axis=-1))
+
+    def age_bucket(self, request_ts, hist_ts) -> tf.Tensor:
+        """[B] request_ts, [B, L] hist_ts (Unix ms) -> [B, L] int64 age buckets."""
+        return time_delta_bucket(request_ts, hist_ts, self.time_buckets, self.time_log_base)
 
     def embed_targets(self, inputs) -> tf.Tensor:
         """[B, M] candidate features -> [B, M, d] target tokens x_t."""
@@ -113,4 +122,5 @@ class EventEmbedding(keras.layers.Layer):
         return {**super().get_config(), "d_model": self.d_model,
                 "item_buckets": self.item_buckets, "author_buckets": self.author_buckets,
                 "action_buckets": self.action_buckets, "time_buckets": self.time_buckets,
-                "time_log_base": self.time_log_base, "ffn_mult": self.ffn_mult}
+                "time_log_base": self.time_log_base, "ffn_mult": self.ffn_mult,
+                "age_in_token": self.age_in_token}

@@ -21,6 +21,32 @@ def length_mask(lengths: tf.Tensor, width) -> tf.Tensor:
     return tf.sequence_mask(tf.minimum(tf.cast(lengths, tf.int32), width), width)
 
 
+def prepend_valid(new: tf.Tensor, old: tf.Tensor, new_len: tf.Tensor,
+                  axis: int) -> tf.Tensor:
+    """The valid prefix of `new` followed by `old`, along `axis`.
+
+    Both hold per-row sequences whose valid positions are a prefix; the result, of width
+    K + L along `axis`, holds row b's new_len[b] valid new positions, then old's positions
+    (what a history stored most recent first becomes when newer events arrive: with
+    old_len valid old positions, the first new_len + old_len are valid). The positions
+    after those are padding the caller masks (length_mask of new_len + old_len).
+
+    Args:
+      new: [B, ..., K, ...]; old: [B, ..., L, ...], the same shape except at `axis` (>= 1).
+      new_len: [B] valid positions of `new`.
+      axis: the sequence axis.
+
+    Example:
+        prepend_valid([[7, 0]], [[1, 2]], [1], axis=1)   # [[7, 1, 2, 2]] (valid: 3)
+    """
+    width_new, width_old = tf.shape(new)[axis], tf.shape(old)[axis]
+    position = tf.range(width_new + width_old)[None, :]                  # [1, K + L]
+    new_len = tf.cast(new_len, tf.int32)[:, None]
+    from_old = tf.minimum(width_new + position - new_len, width_new + width_old - 1)
+    index = tf.where(position < new_len, position, from_old)             # [B, K + L]
+    return tf.gather(tf.concat([new, old], axis=axis), index, axis=axis, batch_dims=1)
+
+
 def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
                    sink: tf.Tensor | None = None, zero_empty_rows: bool = True) -> tf.Tensor:
     """Exact softmax over the valid positions of `axis`, always computed in float32.

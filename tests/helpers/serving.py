@@ -52,6 +52,20 @@ def export(model_dir: str, base: str, *extra: str) -> dict:
     return export_lib.run(cfg, model_dir, base)
 
 
+def export_recency_model(base: str) -> tuple:
+    """An untrained tiny model.recency=attention model with random recency logits (they
+    start at 0, which would hide request_ts), exported to `base`: (model, export info)."""
+    import tensorflow as tf
+    from model import build_model
+    from serving import export as export_lib
+    cfg = tiny_config("model.recency=attention")
+    model = build_model(cfg.model, cfg.tasks)
+    for i, attention in enumerate(model.encoder.attentions):
+        attention.recency_bias.assign(tf.random.stateless_normal(
+            attention.recency_bias.shape, seed=[1, i], stddev=2.0))
+    return model, export_lib.export_model(model, cfg, base)
+
+
 def start_double(model_dir: str, name: str, tmp_dir: str, timeout: float = 120.0):
     """Starts tests/serving/tf_serving_double.py; returns (Popen, ports dict)."""
     ports_file = os.path.join(tmp_dir, f"ports-{name}-{time.time_ns()}.json")

@@ -2,8 +2,14 @@ import numpy as np
 import tensorflow as tf
 
 import model  # noqa: F401
+from model.layers.masking import (
+    length_mask,
+    masked_attention,
+    masked_mean,
+    masked_softmax,
+    prepend_valid,
+)
 from tests.helpers.layers import REFERENCE_ATOL
-from model.layers.masking import length_mask, masked_attention, masked_mean, masked_softmax
 
 
 def test_length_mask_clips_to_width():
@@ -64,3 +70,20 @@ def test_masked_attention_matches_numpy():
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     np.testing.assert_allclose(out, weights @ v, atol=REFERENCE_ATOL)
+
+
+def test_prepend_valid_puts_each_rows_new_prefix_before_its_old_values():
+    """Against a per-row Python reference, along axis 1 and along an inner axis (the STCA
+    cache's [B, N, h, L, d_h] layout), with empty new and empty old rows."""
+    rng = np.random.default_rng(3)
+    new_len, old_len = np.array([2, 0, 3, 1]), np.array([4, 2, 0, 0])
+    new = rng.normal(size=(4, 3, 5)).astype(np.float32)        # [B, K, d]
+    old = rng.normal(size=(4, 4, 5)).astype(np.float32)        # [B, L, d]
+    out = prepend_valid(new, old, new_len, axis=1).numpy()
+    assert out.shape == (4, 7, 5)
+    for b in range(4):
+        expected = np.concatenate([new[b, :new_len[b]], old[b, :old_len[b]]])
+        np.testing.assert_array_equal(out[b, :new_len[b] + old_len[b]], expected)
+    inner = prepend_valid(np.moveaxis(new, 1, 2)[:, None], np.moveaxis(old, 1, 2)[:, None],
+                          new_len, axis=3).numpy()                # [B, 1, d, K + L]
+    np.testing.assert_array_equal(np.moveaxis(inner[:, 0], 2, 1), out)

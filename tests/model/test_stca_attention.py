@@ -10,9 +10,9 @@ from tests.helpers.layers import (REFERENCE_ATOL, REORDER_ATOL, SAME_PATH_ATOL,
                                   assert_config_round_trip)
 
 
-def naive_attention(layer, view, queries, mask, match=None):
+def naive_attention(layer, view, queries, mask, match=None, age=None):
     """Textbook multi-head attention with explicit [L, d] K / V projections (float64),
-    plus the ID-match logit bonus and the sink when the layer has them."""
+    plus the ID-match logit bonus, the recency logit and the sink when the layer has them."""
     w_q, w_k, w_v, w_o = (w.numpy().astype(np.float64) for w in (
         layer.query_kernel, layer.key_kernel, layer.value_kernel, layer.output_kernel))
     x, q = view.astype(np.float64), queries.astype(np.float64)
@@ -25,6 +25,9 @@ def naive_attention(layer, view, queries, mask, match=None):
     if match is not None:
         beta = layer.match_bias.numpy().astype(np.float64)                   # [F, h]
         scores = scores + np.einsum("bfml,fh->bmhl", match.astype(np.float64), beta)
+    if age is not None:
+        rho = layer.recency_bias.numpy().astype(np.float64)                 # [A, h]
+        scores = scores + np.transpose(rho[age], [0, 2, 1])[:, None]          # [B, 1, h, L]
     valid = mask[:, None, None, :]
     scores = np.where(valid, scores, -np.inf)
     top = np.max(np.where(valid, scores, -1e300), axis=-1, keepdims=True)
@@ -160,6 +163,37 @@ def test_the_two_forms_have_equal_outputs_and_gradients():
     for reordered, projected in zip(*results):
         np.testing.assert_allclose(projected.numpy(), reordered.numpy(), rtol=1e-5,
                                    atol=REORDER_ATOL * max(1.0, np.abs(reordered).max()))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_recency_logit_per_age_bucket_and_head(form):
+    """rho[a(j), h] is added to every target's logit of event j in head h (both forms, and
+    attend_projected over cached K / V), on top of the ID-match bonus."""
+    rng = np.random.default_rng(21)
+    d, heads, buckets, length, targets = 16, 4, 6, 9, 3
+    view = rng.normal(size=(3, length, d)).astype(np.float32)
+    queries = rng.normal(size=(3, targets, d)).astype(np.float32)
+    mask = np.arange(length)[None, :] < np.array([[9], [4], [0]])
+    match = rng.random((3, 2, targets, length)) < 0.3
+    age = rng.integers(0, buckets, size=(3, length))
+    layer = STCAAttention(d, heads, num_match_fields=2, recency_buckets=buckets,
+                          attention_form=form)
+    layer.build(None)
+    assert layer.recency_bias.dtype == tf.float32 and not layer.recency_bias.numpy().any()
+    layer.recency_bias.assign(rng.normal(scale=2.0, size=(buckets, heads)))
+    expected = naive_attention(layer, view, queries, mask, match, age)
+    out = layer(view, queries, mask, id_match=match, age_bucket=age)
+    np.testing.assert_allclose(out.numpy(), expected, atol=REFERENCE_ATOL)
+    keys, values = layer.project_history(view)
+    np.testing.assert_allclose(layer.attend_projected(keys, values, queries, mask, match,
+                                                      age).numpy(), expected,
+                               atol=REFERENCE_ATOL)
+    assert np.abs(expected - naive_attention(layer, view, queries, mask, match)).max() > 0.1
+    with pytest.raises(ValueError, match="age_bucket is required"):
+        layer(view, queries, mask, id_match=match)
+    with pytest.raises(ValueError, match="recency_buckets must be >= 0"):
+        STCAAttention(d, heads, recency_buckets=-1)
+    assert_config_round_trip(layer, view, queries, mask, id_match=match, age_bucket=age)
 
 
 def test_cached_keys_and_values_give_the_attention_output():

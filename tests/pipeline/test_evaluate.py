@@ -79,9 +79,18 @@ def test_score_passes_with_a_shared_user_side_equal_separate_calls():
         np.testing.assert_array_equal(shared["hist_lens"][p], separate["hist_lens"][p])
 
 
-def test_one_trace_scores_every_batch_shape_and_length():
-    net = build_model(tiny_config(), TASKS)
-    scorer = evaluate._length_scorer(net, ("real", "swapped", "empty"), shared=True)
+@pytest.mark.parametrize("recency,modes,shared", [
+    ("token", ("real", "swapped", "empty"), True),
+    # Recency at scoring: the real pass scores the cache with request_ts; the swapped one
+    # re-encodes (a cache row cannot move to another request's time).
+    ("attention", ("real", "empty"), True), ("attention", ("real", "swapped", "empty"), False)])
+def test_one_trace_scores_every_batch_shape_and_length(recency, modes, shared):
+    net = build_model(tiny_config(recency=recency, time_buckets=64), TASKS)
+    if recency == "attention":
+        for attention in net.encoder.attentions:  # recency logits as after training
+            attention.recency_bias.assign(tf.random.stateless_normal(
+                attention.recency_bias.shape, seed=[3, 4], stddev=2.0))
+    scorer = evaluate._length_scorer(net, modes, shared=shared)
     for seed, (batch, length, targets, cut) in enumerate(
             [(4, 30, 3, 30), (3, 17, 5, 8), (5, 40, 2, evaluate._NO_CUT)]):
         inputs, _ = random_requests(batch=batch, length=length, num_targets=targets, seed=seed)
@@ -89,11 +98,12 @@ def test_one_trace_scores_every_batch_shape_and_length():
         out = scorer(inputs, tf.constant(perm, tf.int64), tf.constant(cut, tf.int32))
         valid = features.target_mask(inputs[features.TGT_LEN], targets).numpy()
         cut_inputs = evaluate._truncated(inputs, min(cut, length))
-        for mode in ("real", "swapped", "empty"):
+        for mode in modes:
             expected = tf.sigmoid(net(evaluate._with_history(cut_inputs, mode, perm)))
             np.testing.assert_allclose(out[mode][0].numpy()[valid], expected.numpy()[valid],
                                        rtol=0, atol=1e-5)
         np.testing.assert_array_equal(out["real"][1], cut_inputs[features.HIST_LEN])
-        np.testing.assert_array_equal(out["swapped"][1],
-                                      tf.gather(cut_inputs[features.HIST_LEN], perm))
+        if "swapped" in modes:
+            np.testing.assert_array_equal(out["swapped"][1],
+                                          tf.gather(cut_inputs[features.HIST_LEN], perm))
     assert scorer.experimental_get_tracing_count() == 1

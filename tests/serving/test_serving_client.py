@@ -287,6 +287,27 @@ def test_bfloat16_cache_through_the_client(export_bf16):
     assert entry["cache_history_keys"].dtype.name == "bfloat16"
 
 
+def test_recency_at_scoring_export_through_the_client(tmp_path):
+    """model.recency=attention: the client sends request_ts with the candidates (the
+    served score_candidates asks for it), and cached scores equal serving_default's."""
+    from tests.helpers.serving import export_recency_model
+    _, info = export_recency_model(str(tmp_path))
+    sent = RecordingTransport(InProcessTransport(info["path"]))
+    client = RankingClient(sent)
+    direct = RankingClient(sent, ServingConfig(cache_bytes=0))
+    hist, cands = history(500), candidates(40)
+    got = []
+    for user in (USER, {**USER, "request_ts": USER["request_ts"] + 86_400_000}):
+        got.append(client.rank(user, hist, cands))
+        want = direct.rank(user, hist, cands)
+        assert got[-1].cache_hit is False
+        for task in ("click", "like"):
+            np.testing.assert_allclose(got[-1].scores[task], want.scores[task], rtol=0,
+                                       atol=1e-5)
+    assert np.abs(got[0].scores["click"] - got[1].scores["click"]).max() > 1e-4
+    assert sent.calls.count("encode_user") == 2
+
+
 def test_the_client_never_imports_the_model_package(export_f32):
     code = f"""
 import sys, json

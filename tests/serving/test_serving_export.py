@@ -19,7 +19,7 @@ from serving import layout
 from serving import signatures as sigs
 from serving.session import SessionModel
 from serving.verify import BF16_TOL, FLOAT32_TOL
-from tests.helpers.serving import TASKS, export, tiny_config
+from tests.helpers.serving import TASKS, export, export_recency_model, tiny_config
 
 # Several requests in one batch: 10240 (40x the training windows), medium, empty, short.
 HISTORIES, CANDIDATES = [10240, 3000, 0, 17], [5, 1, 9, 3]
@@ -213,3 +213,35 @@ def test_every_encoder_exports_without_code_changes(encoder, tmp_path):
         valid(call(loaded["score_candidates"], {**cache, **cands}), batch["tgt_len"]),
         valid(call(loaded["serving_default"], batch), batch["tgt_len"]),
         rtol=0, atol=FLOAT32_TOL)
+
+
+def test_recency_at_scoring_exports_a_request_free_cache(tmp_path):
+    """model.recency=attention: score_candidates takes request_ts (metadata and contract
+    say so), the cache holds hist_ts and no request time, cached == serving_default,
+    and the TF1 loader path (parity and warmup replay) reads the same contract."""
+    from serving.session import parity_job
+    model, info = export_recency_model(str(tmp_path))
+    meta = layout.read_metadata(info["path"])
+    assert meta["feature_spec"]["candidate_inputs"] == list(features.CANDIDATE_INPUTS) + [
+        "request_ts"]
+    assert "request_ts" in meta["signatures"]["score_candidates"]["inputs"]
+    loaded = tf.saved_model.load(info["path"]).signatures
+    batch = export_lib.synthetic_inputs([700, 0, 33], [5, 2, 9], seed=5)
+    user = {n: batch[n] for n in features.USER_INPUTS}
+    cands = {n: batch[n] for n in model.candidate_inputs}
+    cache = call(loaded["encode_user"], user)
+    assert sigs.cache_name("hist_ts") in cache
+    later = call(loaded["encode_user"], {**user, "request_ts": user["request_ts"] + 86_400_000})
+    for name in cache:
+        np.testing.assert_array_equal(cache[name], later[name])
+    direct = valid(call(loaded["serving_default"], batch), batch["tgt_len"])
+    np.testing.assert_allclose(valid(call(loaded["score_candidates"], {**cache, **cands}),
+                                     batch["tgt_len"]), direct, rtol=0, atol=FLOAT32_TOL)
+    moved = {**cands, "request_ts": cands["request_ts"] + 86_400_000}
+    assert np.abs(valid(call(loaded["score_candidates"], {**cache, **moved}),
+                        batch["tgt_len"]) - direct).max() > 1e-4
+    arrays, summary = parity_job(info["path"], batch)
+    np.testing.assert_allclose(valid({k.split("/")[1]: v for k, v in arrays.items()
+                                      if k.startswith("score_candidates/")}, batch["tgt_len"]),
+                               direct, rtol=0, atol=FLOAT32_TOL)
+    assert len(summary["warmup"]) == 3 and all(w["ok"] for w in summary["warmup"])

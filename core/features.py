@@ -183,3 +183,28 @@ def model_inputs(parsed: Mapping[str, tf.Tensor], tasks: Sequence[str],
 def target_mask(tgt_len: tf.Tensor, width) -> tf.Tensor:
     """[B] lengths -> [B, M] bool mask of valid targets."""
     return tf.sequence_mask(tgt_len, width)
+
+
+def split_history(inputs: Mapping, newest) -> tuple[dict, dict]:
+    """(older, newer) of dense model inputs: `newer` holds the history features of each
+    request's `newest[b]` most recent valid events (stored first) and their count as
+    HIST_LEN; `older` is `inputs` with those events removed (the rest moved to the front,
+    zero padded). extend_user(encode_user(older), newer) is the cache of `inputs`.
+
+    Args:
+      inputs: name -> array (numpy or eager tensors) named as MODEL_INPUTS or USER_INPUTS.
+      newest: [B] ints (or one int), clipped to each request's HIST_LEN.
+    """
+    import numpy as np
+    lens = np.asarray(inputs[HIST_LEN], np.int32)
+    k = np.minimum(np.broadcast_to(np.asarray(newest, np.int32), lens.shape), lens)
+    width = np.asarray(inputs[HISTORY_FEATURES[0]]).shape[1]
+    pos = np.arange(width)[None, :]
+    newer, older = {HIST_LEN: k.astype(np.int32)}, dict(inputs)
+    for name in HISTORY_FEATURES:
+        x = np.asarray(inputs[name])
+        newer[name] = np.where(pos < k[:, None], x, 0).astype(x.dtype)
+        moved = np.take_along_axis(x, np.minimum(pos + k[:, None], width - 1), axis=1)
+        older[name] = np.where(pos < (lens - k)[:, None], moved, 0).astype(x.dtype)
+    older[HIST_LEN] = (lens - k).astype(np.int32)
+    return older, newer

@@ -155,6 +155,11 @@ class RankingModel(tfrs.Model):
                                **self._recency(cache, inputs))
         return self._logits(z, cache[USER_TOKENS], targets, training)
 
+    @property
+    def can_extend(self) -> bool:
+        """Whether `extend_user` works: the cache holds no request-relative feature."""
+        return self.recency_bias
+
     def extend_user(self, cache: dict, new_events) -> dict:
         """The user cache after newer events: what encode_user gives for the history
         new_events + the cached one (most recent first), encoding only the new events.
@@ -175,7 +180,7 @@ class RankingModel(tfrs.Model):
         Raises:
           ValueError when the model's cache cannot be extended (model.recency=token).
         """
-        if not self.recency_bias:
+        if not self.can_extend:
             raise ValueError("extend_user needs model.recency=attention: with the age in "
                              "the event tokens every cached tensor depends on request_ts")
         ensure_built(self)

@@ -9,6 +9,10 @@
         then score_candidates over chunks of serving.chunk_size candidates
       cache off (serving.cache_bytes = 0):
         serving_default with every candidate in one call
+      an export with extend_user (model.recency=attention: a request-free cache):
+        key = user id + digest of the history (no request_ts); a miss whose history is the
+        user's last cached one plus k newer events calls extend_user with those k events
+        instead of encode_user with the whole history
 
 Cold users are encoded synchronously before scoring (the simplest correct design: the
 first request pays encode_user + score_candidates, about what serving_default costs;
@@ -17,6 +21,8 @@ every later chunk or re-rank of the same request only pays score_candidates).
 The key holds request_ts because the cache holds time-delta embeddings: a later request
 of the same user with the same history is a new entry. Callers who accept slightly stale
 time deltas (e.g. re-ranking within a session) may pass the session's first request_ts.
+Exports of model.recency=attention take the ages at scoring time, so their key has no
+request_ts and their warm entries are extended with new events.
 
 Inputs are built by the training input builder (`core.features`, IDs by
 `core.idhash.stable_id`) and validated against the signatures the server reports
@@ -54,6 +60,9 @@ from serving.single_flight import SingleFlight
 from serving.transport import ServingError
 
 
+_MAX_USERS_TRACKED = 1 << 16  # users whose newest cache entry extend_user can start from
+
+
 @dataclass
 class RankResult:
     """scores: task -> float32 [m] in candidate order; cache_hit: None when the cache is off
@@ -62,6 +71,7 @@ class RankResult:
     scores: dict
     cache_hit: bool | None
     cache_bytes: int | None = None
+    cache_extended: bool = False   # a miss served by extending the user's last entry
 
 
 class RankingClient:
@@ -94,6 +104,9 @@ class RankingClient:
         self.calls: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
         self._encodes = SingleFlight()
+        # user id -> (history length, cache key) of the user's newest cached entry, for
+        # extend_user; bounded like the cache is (least recently stored dropped first).
+        self._latest: collections.OrderedDict = collections.OrderedDict()
 
     @classmethod
     def from_config(cls, cfg: Config, transport, **kwargs) -> "RankingClient":
@@ -168,13 +181,13 @@ class RankingClient:
         if not self.cache.enabled:
             out = self._predict(sigs.SERVING_DEFAULT, req.dense_inputs([request]))
             return RankResult(self._scores([(out, m)]), None)
-        key = request.user_key()
+        extendable = sigs.EXTEND_USER in self.contract
+        key = request.user_key(request_free=extendable)
         cached = self.cache.get(key)
-        hit = cached is not None
+        hit, how = cached is not None, "hit"
         if not hit:
-            (cached, found), shared = self._encodes.do(key,
-                                                       lambda: self._encode(key, request))
-            hit = found or shared
+            (cached, how), shared = self._encodes.do(key, lambda: self._encode(key, request))
+            hit = how == "hit" or shared
         # A warm user's history is not rebuilt: only the candidates are.
         inputs = req.dense_inputs([request.without_history()])
         wanted = self._served(sigs.SCORE_CANDIDATES)["inputs"]
@@ -190,19 +203,49 @@ class RankingClient:
             out = self._predict(sigs.SCORE_CANDIDATES, {**user_side, **chunk},
                                 finite=tuple(user_side))
             parts.append((out, stop - start))
-        return RankResult(self._scores(parts), hit, nbytes(cached))
+        return RankResult(self._scores(parts), hit, nbytes(cached),
+                          cache_extended=how == "extended" and not shared)
 
-    def _encode(self, key: str, request: req.Request) -> tuple[dict, bool]:
-        """(encode_user outputs, found in the cache) for a cache miss; one call per key at
-        a time (SingleFlight)."""
+    def _encode(self, key: str, request: req.Request) -> tuple[dict, str]:
+        """(user cache, "hit" | "extended" | "encoded") for a cache miss; one call per key
+        at a time (SingleFlight)."""
         if key in self.cache:  # a concurrent miss finished between our lookup and now
             cached = self.cache.get(key)
             if cached is not None:
-                return cached, True
-        user = req.dense_inputs([request.without_candidates()])
-        cached = self._predict(sigs.ENCODE_USER, {n: user[n] for n in features.USER_INPUTS})
+                return cached, "hit"
+        extendable = sigs.EXTEND_USER in self.contract
+        cached, how = (self._extend(request) if extendable else None), "extended"
+        if cached is None:
+            user = req.dense_inputs([request.without_candidates()])
+            cached = self._predict(sigs.ENCODE_USER, {n: user[n] for n in features.USER_INPUTS})
+            how = "encoded"
         self.cache.put(key, cached)  # _predict refused a NaN / Inf cache
-        return cached, False
+        if extendable:
+            with self._lock:
+                self._latest[request.user_id] = (len(request.hist_item_id), key)
+                self._latest.move_to_end(request.user_id)
+                while len(self._latest) > _MAX_USERS_TRACKED:
+                    self._latest.popitem(last=False)
+        return cached, how
+
+    def _extend(self, request: req.Request) -> dict | None:
+        """extend_user of the user's newest cached entry with the request's newer events,
+        when its history is that entry's plus k > 0 newer events; else None."""
+        with self._lock:
+            latest = self._latest.get(request.user_id)
+        if latest is None:
+            return None
+        old_len, old_key = latest
+        k = len(request.hist_item_id) - old_len
+        if k <= 0 or request.history_slice(k).user_key(request_free=True) != old_key:
+            return None
+        old = self.cache.get(old_key)
+        if old is None:  # evicted or expired
+            return None
+        new = req.dense_inputs([request.history_slice(0, k).without_candidates()])
+        return self._predict(sigs.EXTEND_USER,
+                             {**old, **{n: new[n] for n in sigs.EXTEND_INPUTS}},
+                             finite=tuple(old))
 
     def score_requests(self, batch: Sequence[tuple]) -> list[dict]:
         """serving_default over several (user, history, candidates) requests in one call.

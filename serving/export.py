@@ -135,7 +135,7 @@ def export_model(model, cfg: config_lib.Config, export_base: str, checkpoint: st
     try:
         tf.saved_model.save(module, tmp, signatures=functions)
         contract = sigs.contract(model.user_cache_spec(), cfg.tasks, ex.cache_dtype,
-                                 model.candidate_inputs)
+                                 model.candidate_inputs, model.can_extend)
         warmup = write_warmup(tmp, functions, ex)
         metadata = {
             "format": FORMAT,
@@ -197,16 +197,19 @@ def write_warmup(version_dir: str, functions: dict, ex: config_lib.ExportConfig)
         sigs.ENCODE_USER: user,
         sigs.SCORE_CANDIDATES: {**cache, **{n: inputs[n] for n in sigs.candidate_inputs(
             functions[sigs.SCORE_CANDIDATES].structured_input_signature[0][0])}},
+        # The warmup history's 8 newest events onto its cache: any valid extension.
+        sigs.EXTEND_USER: {**cache, **{n: inputs[n][:, :8] for n in features.HISTORY_FEATURES},
+                           features.HIST_LEN: np.minimum(inputs[features.HIST_LEN], 8)},
     }
     path = layout.warmup_path(version_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
-        for name in sigs.SIGNATURES:
+        for name in functions:  # the exported signatures, extend_user included when there
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(
                     request=req.grpc_request(ex.model_name, name, per_signature[name])))
             writer.write(log.SerializeToString())
-    return {"requests": len(sigs.SIGNATURES), "history": ex.warmup_history,
+    return {"requests": len(functions), "history": ex.warmup_history,
             "candidates": ex.warmup_candidates}
 
 

@@ -72,17 +72,28 @@ class Request:
     tgt_item_id: tuple
     tgt_author_id: tuple
 
-    def user_key(self) -> str:
+    def user_key(self, request_free: bool = False) -> str:
         """Cache key of the user side: user, request time and the whole history content.
 
         request_ts is part of it because the cache holds time-delta embeddings
         (request_ts - hist_ts): the same history at another time is another cache entry.
+        `request_free`: without request_ts, for a cache that holds no request-relative
+        feature (an export with extend_user, model.recency=attention).
         """
         h = hashlib.blake2b(digest_size=16)
         for values in (self.hist_item_id, self.hist_author_id, self.hist_action, self.hist_ts):
             h.update(np.asarray(values, np.int64).tobytes())
             h.update(b"|")
-        return f"{self.user_id}:{self.request_ts}:{len(self.hist_item_id)}:{h.hexdigest()}"
+        when = "" if request_free else f"{self.request_ts}:"
+        return f"{self.user_id}:{when}{len(self.hist_item_id)}:{h.hexdigest()}"
+
+    def history_slice(self, start: int, stop: int | None = None) -> "Request":
+        """The request with history events [start, stop) only (most recent first: [0, k)
+        are the k newest events, [k, None) the older ones)."""
+        cut = slice(start, stop)
+        return dataclasses.replace(
+            self, hist_item_id=self.hist_item_id[cut], hist_author_id=self.hist_author_id[cut],
+            hist_action=self.hist_action[cut], hist_ts=self.hist_ts[cut])
 
     def without_history(self) -> "Request":
         return dataclasses.replace(self, hist_item_id=(), hist_author_id=(), hist_action=(),

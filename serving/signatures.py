@@ -8,6 +8,9 @@ One SavedModel, three signatures, dense padded inputs named as `core.features`
     score_candidates   cache_<key> + CANDIDATE_INPUTS      -> score_<task> [B, M] float32
                        (+ request_ts with model.recency=attention: the event ages are
                        taken at scoring time, and the cache holds cache_hist_ts)
+    extend_user        cache_<key> + EXTEND_INPUTS         -> cache_<key>  (model.recency=
+                       attention only: the cache after the newer events hist_* [B, K],
+                       hist_len [B], encoding only those; `RankingModel.extend_user`)
 
 `cache_<key>` are the model's `user_cache_spec()` entries (STCA: cache_history_keys and
 cache_history_values [B, N, h, L, d/h], cache_user_tokens [B, U, d], cache_hist_len [B]
@@ -36,7 +39,9 @@ from core.config import CACHE_DTYPES
 SERVING_DEFAULT = "serving_default"
 ENCODE_USER = "encode_user"
 SCORE_CANDIDATES = "score_candidates"
-SIGNATURES = (SERVING_DEFAULT, ENCODE_USER, SCORE_CANDIDATES)
+EXTEND_USER = "extend_user"
+SIGNATURES = (SERVING_DEFAULT, ENCODE_USER, SCORE_CANDIDATES)  # in every export
+EXTEND_INPUTS = features.HISTORY_FEATURES + (features.HIST_LEN,)  # the new events
 CACHE_PREFIX = "cache_"
 SCORE_PREFIX = "score_"
 
@@ -84,7 +89,8 @@ def _entry(spec: tf.TensorSpec) -> dict:
 
 def contract(user_cache_spec: Mapping[str, tf.TensorSpec], tasks: Sequence[str],
              cache_dtype: str,
-             candidate_inputs: Sequence[str] = features.CANDIDATE_INPUTS) -> dict:
+             candidate_inputs: Sequence[str] = features.CANDIDATE_INPUTS,
+             extendable: bool = False) -> dict:
     """The documented signature contract: {signature: {"inputs"|"outputs": {name: entry}}}.
 
     Each entry is {"dtype": "int64", "shape": [-1, -1]} (-1 = any size). Written into the
@@ -95,20 +101,27 @@ def contract(user_cache_spec: Mapping[str, tf.TensorSpec], tasks: Sequence[str],
       tasks: task names; one `score_<task>` output per task.
       cache_dtype: "float32" | "bfloat16" (export.cache_dtype).
       candidate_inputs: `RankingModel.candidate_inputs` of the exported model.
+      extendable: the model's caches can be extended (`RankingModel.can_extend`): adds
+        the extend_user signature.
     """
     user = {n: _entry(s) for n, s in features.input_signature(features.USER_INPUTS).items()}
     cands = {n: _entry(s) for n, s in features.input_signature(candidate_inputs).items()}
     cache = {n: _entry(s) for n, s in cache_specs(user_cache_spec, cache_dtype).items()}
     scores = {n: {"dtype": "float32", "shape": [-1, -1]} for n in score_names(tasks)}
-    return {
+    out = {
         SERVING_DEFAULT: {"inputs": {**user, **cands}, "outputs": scores},
         ENCODE_USER: {"inputs": user, "outputs": cache},
         SCORE_CANDIDATES: {"inputs": {**cache, **cands}, "outputs": dict(scores)},
     }
+    if extendable:
+        new = {n: _entry(s) for n, s in features.input_signature(EXTEND_INPUTS).items()}
+        out[EXTEND_USER] = {"inputs": {**cache, **new}, "outputs": dict(cache)}
+    return out
 
 
 def signature_functions(model, tasks: Sequence[str], cache_dtype: str) -> dict:
-    """The three signatures as concrete functions over `model` (a built RankingModel).
+    """The signatures as concrete functions over `model` (a built RankingModel): the
+    three of SIGNATURES, and extend_user when `model.can_extend`.
 
     Every function takes one dict of named tensors (the TensorSpec names become the
     signature's input keys) and returns a dict of named outputs.
@@ -131,9 +144,11 @@ def signature_functions(model, tasks: Sequence[str], cache_dtype: str) -> dict:
         return scores(model(inputs, training=False))
 
     def encode_user(inputs):
-        cache = model.encode_user(inputs, training=False)
-        # ensure_shape: encode_user's outputs carry the spec's static dims (what
-        # score_candidates accepts), also where the encoder's trace lost them.
+        return served_cache(model.encode_user(inputs, training=False))
+
+    def served_cache(cache):
+        # ensure_shape: the outputs carry the spec's static dims (what score_candidates
+        # accepts), also where the encoder's trace lost them.
         return {cache_name(k): tf.ensure_shape(tf.cast(v, cache_spec[cache_name(k)].dtype),
                                                cache_spec[cache_name(k)].shape)
                 for k, v in cache.items()}
@@ -143,12 +158,18 @@ def signature_functions(model, tasks: Sequence[str], cache_dtype: str) -> dict:
         cache = {k: inputs[cache_name(k)] for k in model_cache_spec}
         return scores(model.score_candidates(cache, inputs, training=False))
 
+    def extend_user(inputs):
+        cache = {k: inputs[cache_name(k)] for k in model_cache_spec}
+        return served_cache(model.extend_user(cache, {n: inputs[n] for n in EXTEND_INPUTS}))
+
     specs = {SERVING_DEFAULT: {**user_spec, **cand_spec}, ENCODE_USER: user_spec,
-             SCORE_CANDIDATES: {**cache_spec, **cand_spec}}
+             SCORE_CANDIDATES: {**cache_spec, **cand_spec},
+             EXTEND_USER: {**cache_spec, **features.input_signature(EXTEND_INPUTS)}}
     fns = {SERVING_DEFAULT: serving_default, ENCODE_USER: encode_user,
-           SCORE_CANDIDATES: score_candidates}
+           SCORE_CANDIDATES: score_candidates, EXTEND_USER: extend_user}
+    names = SIGNATURES + ((EXTEND_USER,) if model.can_extend else ())
     return {name: tf.function(fns[name], input_signature=[specs[name]]).get_concrete_function()
-            for name in SIGNATURES}
+            for name in names}
 
 
 def contract_of(signature_defs: Mapping) -> dict:

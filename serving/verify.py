@@ -246,7 +246,7 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
         _saved_model_cli(version_dir, out_dir, checks)
         model, restored = _restore_model(meta, cfg, checks)
         expected = sigs.contract(model.user_cache_spec(), tasks, ex.cache_dtype,
-                                 model.candidate_inputs)
+                                 model.candidate_inputs, model.can_extend)
         problems = sigs.diff_contracts(meta["signatures"], expected)
         checks.add("metadata contract == model contract", not problems, "; ".join(problems))
         saved = loader_impl.parse_saved_model(version_dir).meta_graphs[0].signature_def
@@ -264,7 +264,7 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
         problems = sigs.diff_contracts(summary["contract"], expected)
         checks.add("TF1 loader: signature_def == contract", not problems, "; ".join(problems))
         warm = summary["warmup"]
-        checks.add("warmup requests run", len(warm) == len(sigs.SIGNATURES)
+        checks.add("warmup requests run", len(warm) == len(expected)
                    and all(w["ok"] for w in warm),
                    f"{sum(w['ok'] for w in warm)}/{len(warm)} ran" + "".join(
                        f"; {w['signature']}: {w['error']}" for w in warm if not w["ok"]))
@@ -291,6 +291,16 @@ def run(export_dir: str, data_dir: str | None = None) -> dict:
             checks.add("tf.saved_model.load: score_candidates(encode_user(x)) == "
                        f"serving_default(x){label}", diff <= tol,
                        f"max |diff| {diff:.2e} (tolerance {tol:g})", max_abs_diff=diff)
+            if sigs.EXTEND_USER in fns:  # the cache of older events + the 16 newest
+                older, newer = features.split_history(
+                    {n: inputs[n] for n in features.USER_INPUTS}, 16)
+                grown = fns[sigs.EXTEND_USER](**fns[sigs.ENCODE_USER](**older), **newer)
+                scored = {k: v.numpy() for k, v in fns[sigs.SCORE_CANDIDATES](
+                    **grown, **{n: inputs[n] for n in model.candidate_inputs}).items()}
+                diff = _valid_max_diff(scored, direct, tasks, inputs[features.TGT_LEN])
+                checks.add("tf.saved_model.load: score_candidates(extend_user(encode_user("
+                           f"older), 16 newest)) == serving_default(x){label}", diff <= tol,
+                           f"max |diff| {diff:.2e} (tolerance {tol:g})", max_abs_diff=diff)
             if inputs is batch:
                 diff = _valid_max_diff(direct, served[sigs.SERVING_DEFAULT], tasks, tgt_len)
                 checks.add("tf.saved_model.load == TF1 loader", diff <= FLOAT32_TOL,

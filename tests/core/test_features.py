@@ -102,3 +102,22 @@ def test_records_written_for_other_tasks_fail_with_a_clear_message():
         assert "data.schema.tasks=['click', 'finish']" in e.message
     else:
         raise AssertionError("records without label_finish were accepted")
+
+
+def test_split_history_moves_each_requests_newest_events_out():
+    rng = np.random.default_rng(4)
+    lens = np.array([6, 0, 3, 5], np.int32)
+    pos = np.arange(6)[None, :]
+    inputs = {name: np.where(pos < lens[:, None], rng.integers(1, 99, (4, 6)), 0)
+              for name in F.HISTORY_FEATURES}
+    inputs.update({F.HIST_LEN: lens, "user_id": np.arange(4)})
+    older, newer = F.split_history(inputs, [2, 1, 3, 9])
+    np.testing.assert_array_equal(newer[F.HIST_LEN], [2, 0, 3, 5])
+    np.testing.assert_array_equal(older[F.HIST_LEN], [4, 0, 0, 0])
+    np.testing.assert_array_equal(older["user_id"], inputs["user_id"])
+    for name in F.HISTORY_FEATURES:
+        for b, n in enumerate(lens):
+            k = newer[F.HIST_LEN][b]
+            joined = np.concatenate([newer[name][b, :k], older[name][b, :n - k]])
+            np.testing.assert_array_equal(joined, inputs[name][b, :n])
+            assert not newer[name][b, k:].any() and not older[name][b, n - k:].any()

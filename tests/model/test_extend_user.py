@@ -35,24 +35,6 @@ def _candidates(net, inputs):
     return {name: inputs[name] for name in net.candidate_inputs}
 
 
-def _split(inputs, new_len):
-    """(older events, newer events) of each request: the first new_len[b] events (most
-    recent first) are the new ones, the rest the cached history."""
-    lens = inputs[features.HIST_LEN].numpy()
-    new_len = np.minimum(new_len, lens)
-    width = inputs["hist_item_id"].shape[1]
-    old, new = {}, {}
-    for name in features.HISTORY_FEATURES:
-        x = inputs[name].numpy()
-        new[name] = tf.constant(np.stack([np.pad(x[b, :new_len[b]], (0, width - new_len[b]))
-                                          for b in range(len(x))]))
-        old[name] = tf.constant(np.stack([np.pad(x[b, new_len[b]:], (0, new_len[b]))
-                                          for b in range(len(x))]))
-    new[features.HIST_LEN] = tf.constant(new_len, tf.int32)
-    old = {**inputs, **old, features.HIST_LEN: tf.constant(lens - new_len, tf.int32)}
-    return old, new
-
-
 def test_cache_is_request_free_and_scoring_reads_request_ts():
     net = _model()
     inputs, _ = random_requests(batch=3, length=10, num_targets=5, seed=1)
@@ -79,7 +61,7 @@ def test_extended_cache_equals_encoding_the_whole_history(cache_dtype):
     net = _model()
     inputs, _ = random_requests(batch=5, length=12, num_targets=4, seed=2,
                                 hist_len=[12, 0, 7, 5, 9], tgt_len=[4, 1, 3, 4, 2])
-    old, new = _split(inputs, np.array([3, 0, 7, 0, 4]))
+    old, new = features.split_history(inputs, [3, 0, 7, 0, 4])
     full = net.encode_user(inputs)
     cache = {k: tf.cast(v, cache_dtype) if v.dtype.is_floating else v
              for k, v in net.encode_user(old).items()}
@@ -106,9 +88,8 @@ def test_extending_twice_equals_extending_once():
     net = _model()
     inputs, _ = random_requests(batch=2, length=9, num_targets=3, seed=3, hist_len=[9, 6],
                                 tgt_len=[3, 2])
-    old, new = _split(inputs, np.array([5, 2]))
-    newest, middle = _split({**inputs, **new, "user_id": inputs["user_id"]},
-                            np.array([2, 1]))
+    old, new = features.split_history(inputs, [5, 2])
+    middle, newest = features.split_history(new, [2, 1])
     middle = {k: middle[k] for k in features.HISTORY_FEATURES + (features.HIST_LEN,)}
     twice = net.extend_user(net.extend_user(net.encode_user(old), middle), newest)
     once = net.extend_user(net.encode_user(old), new)

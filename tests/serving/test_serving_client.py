@@ -289,7 +289,9 @@ def test_bfloat16_cache_through_the_client(export_bf16):
 
 def test_recency_at_scoring_export_through_the_client(tmp_path):
     """model.recency=attention: the client sends request_ts with the candidates (the
-    served score_candidates asks for it), and cached scores equal serving_default's."""
+    served score_candidates asks for it), cached scores equal serving_default's, the
+    cache key has no request time, and a request with newer events extends the user's
+    cached entry (extend_user) instead of encoding the whole history."""
     from tests.helpers.serving import export_recency_model
     _, info = export_recency_model(str(tmp_path))
     sent = RecordingTransport(InProcessTransport(info["path"]))
@@ -300,12 +302,25 @@ def test_recency_at_scoring_export_through_the_client(tmp_path):
     for user in (USER, {**USER, "request_ts": USER["request_ts"] + 86_400_000}):
         got.append(client.rank(user, hist, cands))
         want = direct.rank(user, hist, cands)
-        assert got[-1].cache_hit is False
         for task in ("click", "like"):
             np.testing.assert_allclose(got[-1].scores[task], want.scores[task], rtol=0,
                                        atol=1e-5)
+    assert got[0].cache_hit is False
     assert np.abs(got[0].scores["click"] - got[1].scores["click"]).max() > 1e-4
-    assert sent.calls.count("encode_user") == 2
+    # The cache is request-free: the second time was a hit, only scoring re-ran.
+    assert got[1].cache_hit and sent.calls.count("encode_user") == 1
+    # The user's next request, 6 newer events on top: extend_user with those 6 only.
+    later = {**USER, "request_ts": USER["request_ts"] + 60_000}
+    newer = [(f"new-{i}", f"author-{i}", 1, USER["request_ts"] + 1000 * (i + 1))
+             for i in range(6)]
+    grown = client.rank(later, newer + hist, cands)
+    assert grown.cache_extended and not grown.cache_hit
+    assert sent.calls.count("encode_user") == 1 and sent.calls.count("extend_user") == 1
+    want = direct.rank(later, newer + hist, cands)
+    np.testing.assert_allclose(grown.scores["like"], want.scores["like"], rtol=0, atol=1e-5)
+    # Not an extension of the newest entry (an old event changed): encoded again.
+    changed = client.rank(later, newer + hist[:-1], cands)
+    assert not changed.cache_extended and sent.calls.count("encode_user") == 2
 
 
 def test_the_client_never_imports_the_model_package(export_f32):

@@ -135,3 +135,30 @@ def test_lru_eviction_by_bytes_and_ttl_counted_on_the_server(double):
     clock.now = 31.0                                                 # TTL passed
     assert encodes(lambda: client.rank(alice, hist, cands)) == 1
     assert client.cache.stats()["expirations"] == 1
+
+
+@pytest.mark.parametrize("kind", ["rest", "grpc"])
+def test_a_users_next_request_extends_its_cache_over_the_wire(kind, tmp_path):
+    """A model.recency=attention export: the second request, with 7 newer events, costs
+    one extend_user call on the server (no encode_user) and scores like serving_default."""
+    from tests.helpers.serving import export_recency_model
+    _, info = export_recency_model(str(tmp_path / "export"))
+    proc, ports = start_double(os.path.dirname(info["path"]), "stca", str(tmp_path))
+    try:
+        client = RankingClient(make_transport(kind, ports))
+        direct = RankingClient(make_transport(kind, ports), ServingConfig(cache_bytes=0))
+        hist, cands = events(400), items(12)
+        first = client.rank(USER, hist, cands)
+        later = {**USER, "request_ts": TS + 30_000}
+        newer = [(int(10**9 + k), 5, 1, TS + 1000 * (k + 1)) for k in range(7)]
+        before = server_calls(ports)
+        grown = client.rank(later, newer + hist, cands)
+        after = server_calls(ports)
+        assert first.cache_hit is False and grown.cache_extended
+        assert after.get("extend_user", 0) - before.get("extend_user", 0) == 1
+        assert after.get("encode_user", 0) == before.get("encode_user", 0)
+        want = direct.rank(later, newer + hist, cands)
+        np.testing.assert_allclose(grown.scores["click"], want.scores["click"], rtol=0,
+                                   atol=1e-5)
+    finally:
+        stop(proc)

@@ -240,8 +240,19 @@ def test_recency_at_scoring_exports_a_request_free_cache(tmp_path):
     moved = {**cands, "request_ts": cands["request_ts"] + 86_400_000}
     assert np.abs(valid(call(loaded["score_candidates"], {**cache, **moved}),
                         batch["tgt_len"]) - direct).max() > 1e-4
+    # extend_user: the cache of the older events, extended with the newer ones, scores
+    # like the whole history (rows: 700 = 690 old + 10 new, empty, 33 new and no old).
+    older, newer = features.split_history(user, [10, 0, 33])
+    extended = call(loaded["extend_user"], {**call(loaded["encode_user"], older), **newer})
+    np.testing.assert_array_equal(extended["cache_hist_len"], batch["hist_len"])
+    np.testing.assert_allclose(valid(call(loaded["score_candidates"], {**extended, **cands}),
+                                     batch["tgt_len"]), direct, rtol=0, atol=FLOAT32_TOL)
+    assert set(meta["signatures"]["extend_user"]["inputs"]) == set(cache) | set(
+        sigs.EXTEND_INPUTS)
     arrays, summary = parity_job(info["path"], batch)
     np.testing.assert_allclose(valid({k.split("/")[1]: v for k, v in arrays.items()
                                       if k.startswith("score_candidates/")}, batch["tgt_len"]),
                                direct, rtol=0, atol=FLOAT32_TOL)
-    assert len(summary["warmup"]) == 3 and all(w["ok"] for w in summary["warmup"])
+    assert [w["signature"] for w in summary["warmup"]] == [
+        "serving_default", "encode_user", "score_candidates", "extend_user"]
+    assert all(w["ok"] for w in summary["warmup"])

@@ -110,3 +110,18 @@ def test_verify_config_round_trip_of_export_section():
     assert cfg.export.verify_history == 4096 and cfg.export.verify_requests == 0
     with pytest.raises(config_lib.ConfigError, match="export.verify_history"):
         tiny_config("export.verify_history=0")
+
+
+def test_verify_checks_extend_user_of_a_recency_at_scoring_export(tmp_path):
+    """model.recency=attention exports have a fourth signature: verify-export runs its
+    warmup request and checks extend_user(encode_user(older), newest) against
+    serving_default for both attention forms."""
+    from serving import verify as verify_lib
+    from tests.helpers.serving import export_recency_model
+    _, info = export_recency_model(str(tmp_path))
+    report = verify_lib.run(info["path"])
+    assert report["passed"], [c for c in report["checks"] if not c["passed"]]
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["warmup requests run"]["passed"]
+    extended = [c for name, c in checks.items() if "extend_user(encode_user(older)" in name]
+    assert len(extended) == 2 and all(c["max_abs_diff"] <= 1e-5 for c in extended)

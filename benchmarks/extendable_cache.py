@@ -1,18 +1,18 @@
-"""Extendable user cache: the AUC cost of taking recency out of the event tokens, and what
-an extendable cache saves at serving time.
+"""Extendable user cache (model.recency=attention): its AUC cost against the default, where
+the age is inside every event token, and what extending a cache saves at serving time.
 
     .venv/bin/python benchmarks/extendable_cache.py [--seeds 0,1,2] [--steps 800]
-        [--lengths 64,224,1024,2048] [--eval-requests 3000] [--bias-buckets 64]
+        [--lengths 64,224,1024,2048] [--eval-requests 3000]
         [--data runs/results/synth/data] [--out runs/extendable_cache] [--skip-train]
         [--recency-lengths 224,1024]
 
-Why: serving's recurring case is the same user's next request a few seconds later, but the
-per-user cache (STCA's per-layer projected keys / values, `RankingModel.encode_user`) has
-to be rebuilt for every request, because every event token holds a request-relative
-feature: the log-bucketed age request_ts - hist_ts (`time_delta_bucket`,
-`EventEmbedding.embed_history`). With request-independent event tokens the cache could be
-EXTENDED: encode only the k new events and prepend them to the cached keys / values
-(STCA's user side is per token; the masked-mean user token is a running mean).
+Why: serving's recurring case is the same user's next request a few seconds later. With
+the default model.recency=token every event token holds a request-relative feature (the
+log-bucketed age request_ts - hist_ts, `EventEmbedding`), so the per-user cache is rebuilt
+for every request. model.recency=attention keeps the tokens request-free and adds the age
+at scoring time (a learned logit per (age bucket, head) in every STCA layer), so a cache
+can be EXTENDED with the new events (`RankingModel.extend_user`, the `extend_user`
+signature; docs/model.md, "Recency at scoring time").
 
 1. AUC cost. The results config of docs/results.md (benchmarks/results_config.py: d = 32,
    4 heads, 3 layers, Beta(0.35, 1.5) windows on [32, 1024], 16k-token budget, lr 2e-3,
@@ -20,23 +20,8 @@ EXTENDED: encode only the k new events and prepend them to the cached keys / val
    the same data in two variants, through the product's own loop and evaluation
    (`pipeline.train.run`, `pipeline.evaluate.run`: what `stca train` / `stca evaluate` run,
    including the history-use check: AUC minus the AUC with the history emptied):
-     baseline    the product default: `model.build_model`, time bucket inside the token.
-     extendable  `ExtendableRankingModel` (below), product code untouched:
-                 - event tokens WITHOUT the time-delta feature: `RequestFreeEventEmbedding`
-                   feeds the product's EventEmbedding a history whose events all happened
-                   at request time, so the time table always sees one constant bucket and
-                   the token is a function of (item, action, author) only;
-                 - recency at scoring time, as a learned logit bias per (age bucket, head)
-                   in every STCA layer: the ID-match prior of STCAAttention adds
-                   sum_f beta[f, h] * match[b, f, m, j] to the attention logits, so one extra
-                   "match field" per age bucket (match[b, 2 + t, m, j] = [bucket of event j
-                   == t], the same for every target m; either layout of the product's match
-                   tensor) gives beta[2 + t, h] = the bias of bucket t in head h. The
-                   encoder is the product STCAEncoder built with num_match_fields =
-                   2 + buckets; the item / author rows keep their initialisation
-                   (model.id_match_init), the age rows start at 0. Ages use the product's
-                   time_delta_bucket (64 log-1.5 buckets); --bias-buckets merges
-                   neighbouring buckets into fewer bias rows.
+     baseline    the product default (model.recency=token).
+     extendable  the same with model.recency=attention (VARIANT_OVERRIDES).
    Reported per variant, eval length and task: AUC mean and half range (max - min) / 2
    over the seeds, the difference extendable - baseline against the combined half ranges,
    the per-seed paired difference, and the AUC drop when the history is emptied. A
@@ -47,10 +32,11 @@ EXTENDED: encode only the k new events and prepend them to the cached keys / val
 2. What it saves, at the default serving config (d = 64, 4 heads, 3 layers):
    (i)  analytic user-side FLOPs (`model.flops.encoder_flops`, projected K / V as the cache
         holds them) to extend a cache by k events vs re-encoding L events;
-   (ii) measured: `RankingModel.encode_user` in a tf.function on a freshly initialised
-        model, one request (B = 1), at L = 4096 vs encode_user of k = 16 new events plus the
-        tf.concat of the cached tensors (keys, values, raw IDs, the user tokens' running
-        mean), p50 over --timing-calls calls (the two interleaved, so load hits both).
+   (ii) measured on a freshly initialised model.recency=attention model, one request
+        (B = 1), each in a tf.function: `encode_user` of L = 4096 events vs
+        `extend_user` of that cache with k = 16 new events (checked equal to encoding all
+        L + k), and encode_user of the k alone; p50 over --timing-calls calls
+        (interleaved, so load hits all).
 
 Every run is a fresh subprocess (log in RUN_DIR/log.txt) importing a snapshot of the
 working tree's core/, model/ and pipeline/ (OUT/src/HASH), so every run trains the same product
@@ -98,108 +84,16 @@ DATA_COMMANDS = [
 ]
 
 
-def overrides(steps: int, seed: int, lengths, eval_requests: int) -> list[str]:
-    return RESULTS_CONFIG + [f"train.steps={steps}", f"train.seed={seed}",
-                             "eval.lengths=[" + ",".join(map(str, lengths)) + "]",
-                             f"eval.max_requests={eval_requests}"]
+# What the extendable variant changes: the product option (docs/model.md, "Recency at
+# scoring time").
+VARIANT_OVERRIDES = {"baseline": [], "extendable": ["model.recency=attention"]}
 
 
-# ============================================================================ the variant
-# TensorFlow is imported only by the workers (functions below import it).
-
-def extendable_model_class():
-    """ExtendableRankingModel: RankingModel with request-free event tokens and a learned
-    per-(age bucket, head) attention-logit bias in every STCA layer (module docstring)."""
-    import tensorflow as tf
-    from model.encoders import STCAEncoder
-    from model.layers.event_embedding import EventEmbedding, time_delta_bucket
-    from model.layers.id_match import id_match
-    from model.ranking_model import RankingModel
-    from model import precision
-
-    class RequestFreeEventEmbedding(EventEmbedding):
-        """The product embedding with every event's age set to 0: one constant time bucket,
-        so the event token no longer depends on request_ts (targets are unchanged)."""
-
-        def embed_history(self, inputs):
-            inputs = dict(inputs)
-            inputs["hist_ts"] = tf.broadcast_to(
-                tf.cast(inputs["request_ts"], tf.int64)[:, None],
-                tf.shape(inputs["hist_item_id"]))
-            return super().embed_history(inputs)
-
-    class ExtendableRankingModel(RankingModel):
-        bias_buckets = 64  # set by build_extendable_model
-
-        def __init__(self, model_cfg, tasks, clip_norm=0.0, **kwargs):
-            super().__init__(model_cfg, tasks, clip_norm=clip_norm, **kwargs)
-            cfg, policy = self.model_cfg, precision.policy(self.model_cfg.precision)
-            if cfg.encoder != "stca" or not self.match_fields:
-                raise ValueError("the extendable variant is built for STCA with model.id_match")
-            self.embedding = RequestFreeEventEmbedding(
-                cfg.d_model, cfg.item_buckets, cfg.author_buckets, cfg.action_buckets,
-                cfg.time_buckets, cfg.time_log_base, cfg.ffn_mult, dtype=policy,
-                name="embedding")
-            self.num_id_fields = len(self.match_fields)
-            # The field axis of the product's match tensor ([B, F, M, L] or [B, M, F, L]).
-            probe = id_match([tf.zeros([1, 3], tf.int64)] * 2, [tf.zeros([1, 5], tf.int64)] * 2)
-            self.field_axis = list(probe.shape).index(2)
-            self.encoder = STCAEncoder(
-                cfg.d_model, cfg.num_heads, cfg.num_layers, cfg.ffn_mult,
-                recompute=cfg.recompute,
-                num_match_fields=self.num_id_fields + self.bias_buckets,
-                match_bias_init=cfg.id_match_init, attention_sink=cfg.attention_sink,
-                attention_form=cfg.attention_form, dtype=policy, name="encoder")
-
-        def build(self, input_shape=None):
-            super().build(input_shape)
-            for attention in self.encoder.attentions:  # age-bias rows start at 0
-                beta = attention.match_bias
-                beta.assign(tf.concat([beta[:self.num_id_fields],
-                                       tf.zeros_like(beta[self.num_id_fields:])], axis=0))
-
-        def age_buckets(self, request_ts, hist_ts):
-            """[B, L] bias row of each event: the product's log age bucket, merged into
-            `bias_buckets` rows (consecutive buckets share a row when fewer)."""
-            cfg = self.model_cfg
-            bucket = time_delta_bucket(request_ts, hist_ts, cfg.time_buckets, cfg.time_log_base)
-            return bucket * self.bias_buckets // cfg.time_buckets
-
-        def _id_match(self, history_ids, inputs):
-            """The product's ID matches (fields item, author) followed by one age field per
-            bias row: match[b, 2 + t, m, j] = [age row of event j == t], the same for every
-            target m (in the product's layout, field axis 1 or 2). At serving the cache
-            would keep hist_ts (8 bytes per event) and the ages would be bucketed from the
-            scoring request's request_ts."""
-            ids = super()._id_match(history_ids, inputs)
-            rows = self.age_buckets(inputs["request_ts"], history_ids["hist_ts"])
-            ages = tf.equal(rows[:, None, :],                                   # [B, T, L]
-                            tf.range(self.bias_buckets, dtype=rows.dtype)[None, :, None])
-            ages = tf.expand_dims(ages, 3 - self.field_axis)    # [B, T, 1, L] / [B, 1, T, L]
-            shape = tf.unstack(tf.shape(ids))
-            shape[self.field_axis] = self.bias_buckets
-            return tf.concat([ids, tf.broadcast_to(ages, tf.stack(shape))],
-                             axis=self.field_axis)
-
-    return ExtendableRankingModel
-
-
-def install_variant(bias_buckets: int) -> None:
-    """Makes `model.build_model` (what pipeline.train builds) and the restore of
-    model.checkpoint (what evaluation loads) return the extendable variant in this process."""
-    import model as model_pkg
-    from model import checkpoint as checkpoint_lib
-    from model.layers.common import ensure_built
-
-    cls = extendable_model_class()
-    cls.bias_buckets = bias_buckets
-
-    def build_extendable_model(model_cfg, tasks, clip_norm=0.0):
-        m = cls(model_cfg, tasks, clip_norm=clip_norm)
-        ensure_built(m)
-        return m
-
-    model_pkg.build_model = checkpoint_lib.build_model = build_extendable_model
+def overrides(variant: str, steps: int, seed, lengths, eval_requests: int) -> list[str]:
+    return RESULTS_CONFIG + VARIANT_OVERRIDES[variant] + [
+        f"train.steps={steps}", f"train.seed={seed}",
+        "eval.lengths=[" + ",".join(map(str, lengths)) + "]",
+        f"eval.max_requests={eval_requests}"]
 
 
 # ============================================================================ workers
@@ -209,8 +103,6 @@ def train_worker(job: dict) -> dict:
     from model import checkpoint as checkpoint_lib
     from pipeline import evaluate as evaluate_lib
     from pipeline import train as train_lib
-    if job["variant"] == "extendable":
-        install_variant(job["bias_buckets"])
     cfg = config_lib.load_config(None, job["overrides"])
     run_dir = job["run_dir"]
     if not os.path.exists(os.path.join(run_dir, checkpoint_lib.METRICS_FILE)):
@@ -218,7 +110,7 @@ def train_worker(job: dict) -> dict:
     summary = evaluate_lib.run(cfg, job["data"], run_dir)
     import model as model_pkg
     with open(os.path.join(run_dir, "variant.json"), "w") as f:
-        json.dump({**{k: job[k] for k in ("variant", "seed", "bias_buckets", "source")},
+        json.dump({**{k: job[k] for k in ("variant", "seed", "source")},
                    "model_package": os.path.dirname(model_pkg.__file__)}, f)
     return summary
 
@@ -232,8 +124,6 @@ def recency_worker(job: dict) -> dict:
     from core import input as input_lib
     from core import metrics as metrics_lib
     from model import checkpoint as checkpoint_lib
-    if job["variant"] == "extendable":
-        install_variant(job["bias_buckets"])
     run_dir, lengths = job["run_dir"], sorted(job["lengths"])
     cfg = config_lib.load_config(os.path.join(run_dir, "config.yaml"))
     model, _ = checkpoint_lib.load_trained_model(cfg, run_dir)
@@ -281,12 +171,9 @@ def recency_worker(job: dict) -> dict:
                                 "auc_ages_shuffled": rep["shuffled"][t]["auc"],
                                 "auc_minus_ages_shuffled": rep["real"][t]["auc"]
                                 - rep["shuffled"][t]["auc"]} for t in cfg.tasks}
-    if job["variant"] == "extendable":  # the learned age biases (they start at 0)
-        n_id = model.num_id_fields
-        betas = np.stack([a.match_bias.numpy() for a in model.encoder.attentions])
-        ages = betas[:, n_id:]                                        # [N, T, h]
+    if model.can_extend:  # the learned recency logits rho (they start at 0)
+        ages = np.stack([a.recency_bias.numpy() for a in model.encoder.attentions])  # [N, A, h]
         out["age_bias"] = {"max_abs": float(np.abs(ages).max()),
-                           "id_rows_mean": float(betas[:, :n_id].mean()),
                            "mean_over_layers_heads_by_row": ages.mean(axis=(0, 2)).round(4)
                            .tolist()}
     with open(os.path.join(run_dir, "recency_check.json"), "w") as f:
@@ -295,79 +182,60 @@ def recency_worker(job: dict) -> dict:
 
 
 def timing_worker(job: dict) -> dict:
-    """encode_user at L vs at k new events + the concat onto a cached L-event cache."""
+    """encode_user of L events vs RankingModel.extend_user of a cached L-event user with k
+    new events (and encode_user of the k alone), model.recency=attention, B = 1."""
+    import dataclasses as dc
+
     import numpy as np
     import tensorflow as tf
+    from core import features
+    from core.config import ModelConfig
     from model import build_model
     from model.encoders import HIST_LEN
-    from model.ranking_model import USER_TOKENS
-    from core.config import ModelConfig
-    from core import features
 
     tf.keras.utils.set_random_seed(0)
-    cfg = ModelConfig()
+    cfg = dc.replace(ModelConfig(), recency="attention")
     model = build_model(cfg, list(common.TASKS))
     L, k, calls = job["L"], job["k"], job["calls"]
-    full, _ = common.synthetic_batch(1, L, 1, seed=1)
-    new, _ = common.synthetic_batch(1, k, 1, seed=2)
-    user = {n: full[n] for n in features.USER_INPUTS}
-    new = {n: new[n] for n in features.USER_INPUTS}
-    new["request_ts"] = user["request_ts"]
-    spec = {n: tf.TensorSpec([None] + [None] * (len(v.shape) - 1), v.dtype)
-            for n, v in user.items()}
-
-    @tf.function(input_signature=[spec])
-    def encode(inputs):
-        return model.encode_user(inputs)
-
-    cache = encode(user)
-    cache_spec = {n: tf.TensorSpec([None] * len(v.shape), v.dtype) for n, v in cache.items()}
-
-    @tf.function(input_signature=[spec, cache_spec])
-    def extend(inputs, cache):
-        """The k new events (the most recent) go in front of the cached ones."""
-        fresh = model.encode_user(inputs)
-        out = {}
-        for name, old in cache.items():
-            if name == HIST_LEN:
-                out[name] = old + fresh[name]
-            elif name == USER_TOKENS:  # [e(user); masked mean]: the mean as a running mean
-                n_old = tf.cast(cache[HIST_LEN], old.dtype)[:, None]
-                n_new = tf.cast(fresh[HIST_LEN], old.dtype)[:, None]
-                mean = (old[:, -1] * n_old + fresh[name][:, -1] * n_new) / (n_old + n_new)
-                out[name] = tf.concat([old[:, :-1], mean[:, None]], axis=1)
-            else:  # per-event: keys / values [B, N, h, L, d_h], raw IDs [B, L]
-                axis = 3 if old.shape.rank == 5 else 1
-                out[name] = tf.concat([fresh[name], old], axis=axis)
-        return out
-
-    extended = extend(new, cache)
-    assert extended["history_keys"].shape[3] == L + k and int(extended[HIST_LEN][0]) == L + k
-    # Same tensors check: the extended cache's new part equals encode_user of the new events.
-    np.testing.assert_allclose(extended["history_keys"][:, :, :, :k].numpy(),
-                               encode(new)["history_keys"].numpy(), rtol=1e-5, atol=1e-5)
-    for _ in range(3):  # warm up both
-        encode(user)
-        extend(new, cache)
+    full, _ = common.synthetic_batch(1, L + k, 1, seed=1)
+    user = {n: full[n].numpy() for n in features.USER_INPUTS}
+    older, newer = features.split_history(user, k)
+    older = {n: v[:, :L] if n in features.HISTORY_FEATURES else v for n, v in older.items()}
+    newer = {n: v[:, :k] if n in features.HISTORY_FEATURES else v for n, v in newer.items()}
+    relaxed = lambda x: tf.TensorSpec([None] * x.ndim, x.dtype)  # noqa: E731
+    encode = tf.function(model.encode_user,
+                         input_signature=[{n: relaxed(v) for n, v in user.items()}])
+    cache = encode(older)
+    extend = tf.function(model.extend_user, input_signature=[
+        {n: tf.TensorSpec([None] * len(v.shape), v.dtype) for n, v in cache.items()},
+        {n: relaxed(v) for n, v in newer.items()}])
+    grown, whole = extend(cache, newer), encode(user)
+    assert int(grown[HIST_LEN][0]) == L + k
+    # The extended cache is the whole history's (request-free tokens): same K / V.
+    np.testing.assert_allclose(grown["history_keys"].numpy(), whole["history_keys"].numpy(),
+                               rtol=1e-4, atol=1e-5)
+    new_only = {**user, **newer}
+    for _ in range(3):  # warm up
+        encode(user), extend(cache, newer), encode(new_only)
     times = {"encode_L": [], "extend_k": [], "encode_k_only": []}
-    for _ in range(calls):  # interleaved, so a burst of load hits both
+    for _ in range(calls):  # interleaved, so a burst of load hits all
         for name, fn in (("encode_L", lambda: encode(user)),
-                         ("extend_k", lambda: extend(new, cache)),
-                         ("encode_k_only", lambda: encode(new))):
+                         ("extend_k", lambda: extend(cache, newer)),
+                         ("encode_k_only", lambda: encode(new_only))):
             t0 = time.perf_counter()
-            fn()[HIST_LEN].numpy()  # CPU functions return when done; no copy of the cache
+            fn()[HIST_LEN].numpy()  # CPU functions return when done
             times[name].append(1e3 * (time.perf_counter() - t0))
     cache_bytes = {n: int(np.prod(v.shape)) * v.dtype.size for n, v in cache.items()}
     return {"L": L, "k": k, "calls": calls, "model": {"d_model": cfg.d_model,
             "num_heads": cfg.num_heads, "num_layers": cfg.num_layers,
-            "id_match": cfg.id_match, "attention_form": cfg.attention_form},
+            "id_match": cfg.id_match, "recency": cfg.recency},
             "ms_all": {n: [round(t, 3) for t in v] for n, v in times.items()},
             "ms_p50": {n: round(common.median(v), 3) for n, v in times.items()},
             "cache_bytes": cache_bytes}
 
 
 # ============================================================================ analytic
-def analytic_savings(lengths=(1024, 4096, 10240), ks=(1, 16, 64), bias_buckets=64) -> dict:
+def analytic_savings(lengths=(1024, 4096, 10240), ks=(1, 16, 64)) -> dict:
     """User-side forward FLOPs (model.flops, default d = 64 config, projected K / V as the
     cache holds them) of re-encoding L events vs encoding k new ones, plus the bytes the
     concat copies and the per-target cost of the age bias."""
@@ -393,13 +261,12 @@ def analytic_savings(lengths=(1024, 4096, 10240), ks=(1, 16, 64), bias_buckets=6
                 abs(user[x] / x - per_event) / per_event < 1e-9 for x in user),
             "rows": rows,
             "age_bias_scoring_cost": {
-                "as_match_fields_flops_per_target_per_event": 2 * n * h * bias_buckets,
-                "as_table_lookup_flops_per_target_per_event": n * h,
+                "flops_per_target_per_event": n * h,
                 "stca_attention_flops_per_target_per_event": n * 4 * d,
                 "per_target_flops_L4096": per_target,
-                "note": "the match-field form (a [h, T] x [T, L] matmul per target) costs "
-                        "2 N h T L per target; a direct implementation gathers the [h, L] "
-                        "bias once per request and adds it (N h L per target)"}}
+                "note": "STCAAttention gathers the [h, L] recency logits once per request "
+                        "and layer and adds them to every target's scores (N h L adds per "
+                        "target)"}}
 
 
 # ============================================================================ orchestration
@@ -562,7 +429,7 @@ def markdown(result: dict) -> str:
                   for r in result["runs"]["extendable"].values()
                   if "age_bias" in r["recency_check"]]
         if biases:
-            lines += ["", "Largest learned age bias |beta| (logits; they start at 0), per "
+            lines += ["", "Largest learned recency logit |rho| (they start at 0), per "
                       "seed: " + ", ".join(f"{b:.3f}" for b in biases)]
     a = result["savings"]["analytic"]
     lines += ["", f"User-side FLOPs, extend by k vs re-encode L (d = {a['config']['d_model']}, "
@@ -578,8 +445,8 @@ def markdown(result: dict) -> str:
     if t:
         p = t["ms_p50"]
         lines += ["", f"Measured (d = {t['model']['d_model']}, B = 1, p50 of {t['calls']} "
-                  "calls, tf.function, freshly initialised):", "",
-                  "| encode_user L = %d | encode_user k = %d + concat | encode_user k only "
+                  "calls, tf.function, freshly initialised, model.recency=attention):", "",
+                  "| encode_user L = %d | extend_user k = %d | encode_user k only "
                   "| speed-up |" % (t["L"], t["k"]), "|---:|---:|---:|---:|",
                   f"| {p['encode_L']:.2f} ms | {p['extend_k']:.2f} ms | "
                   f"{p['encode_k_only']:.2f} ms | {p['encode_L'] / p['extend_k']:.1f}x |"]
@@ -593,7 +460,6 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--lengths", default="64,224,1024,2048")
     ap.add_argument("--eval-requests", type=int, default=3000)
-    ap.add_argument("--bias-buckets", type=int, default=64)
     ap.add_argument("--data", default="runs/results/synth/data")
     ap.add_argument("--out", default="runs/extendable_cache")
     ap.add_argument("--timing-L", type=int, default=4096)
@@ -620,17 +486,16 @@ def main(argv=None):
               "machine": common.machine_info(),
               "settings": {"seeds": seeds, "steps": args.steps, "eval_lengths": lengths,
                            "eval_requests": args.eval_requests,
-                           "bias_buckets": args.bias_buckets, "data": args.data,
+                           "data": args.data,
                            "recency_lengths": recency_lengths,
                            "results_config": RESULTS_CONFIG},
               "runs": {}}
-    # What the baseline runs are, as CLI commands (the extendable runs are the same with
-    # model.build_model replaced by this script's variant).
-    result["settings"]["baseline_as_stca_commands"] = [
+    # What the runs are, as CLI commands.
+    result["settings"]["as_stca_commands"] = {v: [
         "stca train --data DATA --model-dir RUN " + " ".join(
-            f"--set {shlex.quote(o)}" for o in overrides(args.steps, "SEED", lengths,
+            f"--set {shlex.quote(o)}" for o in overrides(v, args.steps, "SEED", lengths,
                                                          args.eval_requests)),
-        "stca evaluate --data DATA --model-dir RUN"]
+        "stca evaluate --data DATA --model-dir RUN"] for v in VARIANTS}
     src, source = snapshot_sources(args.out)
     current = tree_hash()
     result["settings"]["product_source"] = {
@@ -649,9 +514,8 @@ def main(argv=None):
                     print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed} -> {run_dir}",
                           flush=True)
                     run_worker({"variant": variant, "seed": seed, "data": data,
-                                "run_dir": str(run_dir), "bias_buckets": args.bias_buckets,
-                                "source": source,
-                                "overrides": overrides(args.steps, seed, lengths,
+                                "run_dir": str(run_dir), "source": source,
+                                "overrides": overrides(variant, args.steps, seed, lengths,
                                                        args.eval_requests)},
                                "train", run_dir / "log.txt", timeout=3 * 3600, src=src)
                     common.write_json({"train_and_evaluate": round(time.time() - t0, 1)},
@@ -663,7 +527,6 @@ def main(argv=None):
                     print(f"[{time.strftime('%H:%M:%S')}] recency check {run_dir}", flush=True)
                     t1 = time.time()
                     run_worker({"variant": variant, "run_dir": str(run_dir), "data": data,
-                                "bias_buckets": made["bias_buckets"],
                                 "lengths": recency_lengths},
                                "recency", run_dir / "log.txt", timeout=3600,
                                src=str(pathlib.Path(args.out).resolve() / "src"
@@ -699,7 +562,7 @@ def main(argv=None):
             "train_wall_s": spread([r["train_wall_s"] for r in runs[v].values()]),
             "steady_step_seconds": spread([r["steady_step_seconds"] for r in runs[v].values()])}
             for v in VARIANTS}
-    result["savings"] = {"analytic": analytic_savings(bias_buckets=args.bias_buckets)}
+    result["savings"] = {"analytic": analytic_savings()}
     print(f"[{time.strftime('%H:%M:%S')}] timing encode_user", flush=True)
     result["savings"]["measured"] = run_worker(
         {"L": args.timing_L, "k": args.timing_k, "calls": args.timing_calls}, "timing",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from core import example_writer
@@ -195,7 +196,6 @@ def split_history(inputs: Mapping, newest) -> tuple[dict, dict]:
       inputs: name -> array (numpy or eager tensors) named as MODEL_INPUTS or USER_INPUTS.
       newest: [B] ints (or one int), clipped to each request's HIST_LEN.
     """
-    import numpy as np
     lens = np.asarray(inputs[HIST_LEN], np.int32)
     k = np.minimum(np.broadcast_to(np.asarray(newest, np.int32), lens.shape), lens)
     width = np.asarray(inputs[HISTORY_FEATURES[0]]).shape[1]

@@ -72,7 +72,6 @@ class RankingModel(tfrs.Model):
             cfg.d_model, cfg.item_buckets, cfg.author_buckets, cfg.action_buckets,
             cfg.time_buckets, cfg.time_log_base, cfg.ffn_mult,
             age_in_token=cfg.recency == "token", dtype=policy, name="embedding")
-        self.recency_bias = cfg.recency == "attention"
         self.user_tokens = UserTokens(cfg.d_model, cfg.user_buckets, cfg.use_user_id,
                                       dtype=policy, name="user_tokens")
         self.encoder = build_encoder(cfg, policy, num_user_tokens=self.user_tokens.num_tokens)
@@ -108,16 +107,21 @@ class RankingModel(tfrs.Model):
         return self._logits(z, user_tokens, targets, training)
 
     @property
+    def recency_at_scoring(self) -> bool:
+        """model.recency=attention: event ages enter the encoder's logits at scoring time."""
+        return self.model_cfg.recency == "attention"
+
+    @property
     def candidate_inputs(self) -> tuple[str, ...]:
         """The inputs of score_candidates besides the cache: `features.CANDIDATE_INPUTS`,
         and request_ts when the recency enters at scoring time (model.recency=attention)."""
-        extra = ("request_ts",) if self.recency_bias else ()
+        extra = ("request_ts",) if self.recency_at_scoring else ()
         return features.CANDIDATE_INPUTS + extra
 
     def _recency(self, history, inputs) -> dict:
         """The encoder's age_bucket keyword ([B, L] from history["hist_ts"] and
         inputs["request_ts"]) with model.recency=attention; {} otherwise."""
-        if not self.recency_bias:
+        if not self.recency_at_scoring:
             return {}
         return {"age_bucket": self.embedding.age_bucket(inputs["request_ts"],
                                                         history[HIST_TS])}
@@ -144,7 +148,7 @@ class RankingModel(tfrs.Model):
 
     def _cached_history_inputs(self) -> list[str]:
         """Raw history inputs the cache keeps: IDs of the ID match, times of the recency."""
-        return [h for h, _ in self.match_fields] + ([HIST_TS] if self.recency_bias else [])
+        return [h for h, _ in self.match_fields] + ([HIST_TS] if self.recency_at_scoring else [])
 
     def score_candidates(self, cache: dict, inputs, training=False) -> tf.Tensor:
         """Logits [B, M, T] from a user cache and `candidate_inputs` only."""
@@ -158,7 +162,7 @@ class RankingModel(tfrs.Model):
     @property
     def can_extend(self) -> bool:
         """Whether `extend_user` works: the cache holds no request-relative feature."""
-        return self.recency_bias
+        return self.recency_at_scoring
 
     def extend_user(self, cache: dict, new_events) -> dict:
         """The user cache after newer events: what encode_user gives for the history
@@ -214,7 +218,7 @@ class RankingModel(tfrs.Model):
         # With recency at scoring time the cache has event times but no request time, so
         # a moved row would read another user's events against its own request_ts.
         return (self.model_cfg.rlb and not self.encoder.cache_uses_user_tokens
-                and not self.recency_bias)
+                and not self.recency_at_scoring)
 
     def swap_histories(self, cache: dict, perm) -> dict:
         """The user cache of the same batch with row i's history (and request time)

@@ -197,7 +197,7 @@ def write_warmup(version_dir: str, functions: dict, ex: config_lib.ExportConfig)
         sigs.ENCODE_USER: user,
         sigs.SCORE_CANDIDATES: {**cache, **{n: inputs[n] for n in sigs.candidate_inputs(
             functions[sigs.SCORE_CANDIDATES].structured_input_signature[0][0])}},
-        # The warmup history's 8 newest events onto its cache: any valid extension.
+        # A call of the right shapes (its 8 newest events again onto the cache): warms the graph.
         sigs.EXTEND_USER: {**cache, **{n: inputs[n][:, :8] for n in features.HISTORY_FEATURES},
                            features.HIST_LEN: np.minimum(inputs[features.HIST_LEN], 8)},
     }

@@ -12,8 +12,9 @@ a call down; medians are in the JSON too); ratios are of those.
 
   matmul      dense float32 tf.matmul n x n (2 n^3 FLOP), GFLOP/s: the machine's limit
   flops       STCA training step at each L: dense Adam with XLA off and on, and the train
-              defaults (lazy Adam, XLA on): achieved GFLOP/s = 3 x the analytic forward
-              FLOPs (model/flops.py) / step time, as a fraction of matmul
+              defaults (lazy Adam; XLA as train.jit_compile=auto decides on this device:
+              off on CPU): achieved GFLOP/s = 3 x the analytic forward FLOPs
+              (model/flops.py) / step time, as a fraction of matmul
   transformer STCA vs model.encoder=transformer (same d, heads, layers); above
               --max-attention-gb the transformer runs on fewer (request, target) sequences
               and its time is scaled linearly (common.fitting_sequences)
@@ -93,15 +94,23 @@ def _step(fn, batch):
     return lambda: fn(batch)["loss"].numpy()
 
 
+def default_xla() -> bool:
+    """Whether the train defaults (train.jit_compile=auto) XLA-compile the step here."""
+    import tensorflow as tf
+    from core.config import TrainConfig
+    return TrainConfig().use_xla(accelerator=bool(tf.config.list_logical_devices("GPU")))[0]
+
+
 def worker(job: dict) -> dict:
     section, rounds, requests = job["section"], job["rounds"], job["requests"]
     if section == "flops":
         ways = {"matmul": matmul_fn(job["matmul_n"])}
         # plain: the defaults before the throughput work (dense Adam, XLA off); jit: dense
-        # Adam, XLA on; default: today's train defaults (lazy Adam, XLA on).
+        # Adam, XLA on; default: today's train defaults (lazy Adam, XLA as auto decides).
         steps = {"plain": train_step_fn(model_cfg()),
                  "jit": train_step_fn(model_cfg(), jit=True),
-                 "default": train_step_fn(model_cfg(), jit=True, optimizer="lazy_adam")}
+                 "default": train_step_fn(model_cfg(), jit=default_xla(),
+                                          optimizer="lazy_adam")}
         for length in job["lengths"]:
             batch = synthetic_batch(requests, length, TARGETS)
             for way, fn in steps.items():
@@ -109,7 +118,7 @@ def worker(job: dict) -> dict:
         # At the largest L: bfloat16 compute, and lazy Adam alone (XLA off).
         ways["bf16"] = _step(train_step_fn(model_cfg(precision="mixed_bfloat16")), batch)
         ways["lazy_adam"] = _step(train_step_fn(model_cfg(), optimizer="lazy_adam"), batch)
-        return round_robin(ways, rounds)
+        return dict(round_robin(ways, rounds), default_xla=default_xla())
     if section == "transformer":
         return round_robin({"stca": _step(train_step_fn(model_cfg()), synthetic_batch(
                                 requests, job["length"], TARGETS)),
@@ -158,6 +167,7 @@ def measure(args) -> dict:
     n = args.matmul_n
     matmul = report["matmul"] = dict(timing["matmul"], n=n,
                                      gflops=2 * n**3 / timing["matmul"]["best_s"] / 1e9)
+    report["default_xla"] = timing["default_xla"]
     for length in args.lengths:
         flops = train_flops(model_cfg(), length, args.requests, TARGETS)
         row = {"L": length, "requests": args.requests, "targets": TARGETS,
@@ -224,10 +234,12 @@ def measure(args) -> dict:
         "speedup": {r["L"]: r["jit_speedup"] for r in report["flops"]},
         "compile_s": {r["L"]: r["jit"]["first_s"] for r in report["flops"]},
         "pays": min(speedups) > 1.05,
-        "kept": "train.jit_compile=auto (the default) turns it on, except under multi_worker "
-                "(no XLA kernels for its collectives on CPU); one compile per padded length"})
+        "kept": "train.jit_compile=auto (the default) turns it on for GPUs / TPUs and off on "
+                "CPU (slower there at every d and L of bench_xla) and under multi_worker; "
+                "train.jit_compile=true forces it"})
     report["optimizations"].append({
-        "name": "the new defaults: lazy Adam + XLA (vs dense Adam, XLA off)",
+        "name": f"the train defaults: lazy Adam, XLA {'on' if report['default_xla'] else 'off'}"
+                " (vs dense Adam, XLA off)",
         "before_s": {r["L"]: r["plain"]["best_s"] for r in report["flops"]},
         "after_s": {r["L"]: r["default"]["best_s"] for r in report["flops"]},
         "speedup": {r["L"]: r["plain"]["best_s"] / r["default"]["best_s"]

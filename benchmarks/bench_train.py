@@ -44,7 +44,7 @@ VARIANTS = {
              ["train.optimizer=adam", "train.jit_compile=false", OLD_BUCKETS]),
     "lazy": ("lazy Adam, XLA off",
              ["train.optimizer=lazy_adam", "train.jit_compile=false", OLD_BUCKETS]),
-    "lazy_xla": ("lazy Adam, XLA on (the new train defaults)",
+    "lazy_xla": ("lazy Adam, XLA on (train.jit_compile=auto picks it on GPUs; on CPU it is off)",
                  ["train.optimizer=lazy_adam", "train.jit_compile=true", OLD_BUCKETS]),
     "lazy_fine": ("lazy Adam, XLA off, 9 buckets (the results config now; STCA trains in "
                   "the reordered attention form under model.attention_form=auto)",

@@ -48,9 +48,10 @@ def settings(dataset: str, quick: bool) -> dict:
                      f"train.length.l_max={l_max}", f"train.length.beta_a={a}",
                      f"train.length.beta_b={b}"],
          "model": ["model.d_model=32", "model.num_heads=4", "model.num_layers=3"],
-         # XLA off and 9 buckets: at d = 32 on the 2-core CPU, XLA's steady-state gain
-         # does not pay one ~14 s compile per bucket in an 800-step run, and without
-         # compiles finer buckets cut the padding (docs/performance.md, bench_train).
+         # XLA off (explicitly, so the config means the same on any device) and 9 buckets:
+         # at d = 32 on the 2-core CPU the XLA step is slower and costs a ~16 s compile per
+         # bucket; without compiles finer buckets cut the padding (docs/performance.md:
+         # bench_xla, bench_train).
          "train": ["train.learning_rate=0.002", "train.warmup_steps=50",
                    "train.checkpoint_every=100000", "train.log_every=100",
                    "train.jit_compile=false",

@@ -42,6 +42,7 @@ def commands(full: bool, out: pathlib.Path) -> dict[str, list[str]]:
             "preprocess": ["benchmarks/bench_preprocess.py", "--out",
                            f"{rel}/bench_preprocess.json"],
             "train": ["benchmarks/bench_train.py", "--out", f"{rel}/bench_train.json"],
+            "xla": ["benchmarks/bench_xla.py", "--out", f"{rel}/bench_xla.json"],
         }
     return {
         "perf": ["benchmarks/bench_perf.py", "--quick", "--out", f"{rel}/bench_perf.json"],
@@ -56,6 +57,8 @@ def commands(full: bool, out: pathlib.Path) -> dict[str, list[str]]:
                        "--out", f"{rel}/bench_preprocess.json"],
         "train": ["benchmarks/bench_train.py", "--quick", "--variants", "before,lazy_fine",
                   "--out", f"{rel}/bench_train.json"],
+        "xla": ["benchmarks/bench_xla.py", "--grid", "32x512,128x1024", "--rounds", "3",
+                "--out", f"{rel}/bench_xla.json"],
     }
 
 
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="full sizes (default: quick)")
     parser.add_argument("--only", help="comma-separated subset of: perf,encoders,serving,"
-                                       "preprocess,train")
+                                       "preprocess,train,xla")
     parser.add_argument("--report-only", action="store_true",
                         help="do not run; render docs/performance.md from existing JSONs")
     parser.add_argument("--results-dir", help="default: benchmarks/results (full) or "

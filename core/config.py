@@ -370,8 +370,9 @@ class TrainConfig:
     # checks); by default they are deleted, only the chief's checkpoints are the run's.
     keep_worker_checkpoints: bool = False
     # XLA-compile the training step (tf.function(jit_compile=True)): auto | true | false.
-    # auto = on, except under multi_worker (XLA has no CPU kernels for its collectives).
-    # One compile per padded history length (bucket), seconds each: docs/performance.md.
+    # auto = on when training on GPUs / TPUs, off on CPU (measured slower there at every d
+    # and L tried, plus one 18-32 s compile per padded length: benchmarks/bench_xla.py)
+    # and under multi_worker (XLA has no CPU kernels for its collectives).
     jit_compile: str = "auto"
 
     def validate(self, p: str = "train") -> None:
@@ -413,13 +414,23 @@ class TrainConfig:
                f"{p}.jit_compile", self.jit_compile, "false or auto when train.strategy is "
                "'multi_worker' (XLA has no kernels for its collective ops)")
 
-    def use_xla(self) -> tuple[bool, str]:
-        """(XLA on?, why) for the training step, resolving jit_compile=auto."""
-        if self.jit_compile == "auto" and self.strategy == "multi_worker":
+    def use_xla(self, accelerator: bool) -> tuple[bool, str]:
+        """(XLA on?, why) for the training step, resolving jit_compile=auto.
+
+        Args:
+          accelerator: whether the step runs on GPUs or TPUs (False: CPU only).
+        """
+        if self.jit_compile != "auto":
+            on = self.jit_compile == "true"
+            return on, f"XLA {'on' if on else 'off'}: train.jit_compile={self.jit_compile}"
+        if self.strategy == "multi_worker":
             return False, ("XLA off: train.jit_compile=auto and train.strategy=multi_worker "
                            "(XLA has no kernels for its collective ops)")
-        on = self.jit_compile != "false"
-        return on, f"XLA {'on' if on else 'off'}: train.jit_compile={self.jit_compile}"
+        if not accelerator:
+            return False, ("XLA off: train.jit_compile=auto on CPU (the XLA step measured "
+                           "slower there, plus one compile per padded length; "
+                           "train.jit_compile=true forces it)")
+        return True, "XLA on: train.jit_compile=auto on an accelerator"
 
 
 @dataclass

@@ -187,7 +187,8 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         strategy, data_dir, cfg, seed_offset=0 if deterministic else start_step)
     traces = []
 
-    xla, why = cfg.train.use_xla()
+    xla, why = cfg.train.use_xla(accelerator=bool(
+        tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")))
     if chief:
         print(why, flush=True)
 

@@ -14,7 +14,7 @@ import aims as aims_lib
 import report
 
 JSONS = ("bench_perf", "bench_encoders", "bench_serving", "bench_serving_previous",
-         "bench_preprocess", "bench_train",
+         "bench_preprocess", "bench_train", "bench_xla",
          "bench_eval", "quality_throughput", "bench_preprocess_quick_compare", "run_all")
 PLOTS = ("bench_perf", "bench_encoders", "bench_serving")
 NOT_EXPLAINED = "See the section of this claim above."
@@ -41,16 +41,30 @@ def measured_aims(data: dict, explain_all: bool = False) -> list[dict]:
     return rows
 
 
+def machines(data: dict) -> list[tuple[str, dict]]:
+    """(JSON name, its machine with a "load" text: 1-min load average at start -> end)
+    for every loaded JSON that records the machine it ran on."""
+    rows = []
+    for name, result in data.items():
+        m = (result or {}).get("machine") if name != "run_all" else None
+        if not m:
+            continue
+        start = m.get("load_average_start") or m.get("load_average_at_start")
+        end = m.get("load_average_end")
+        load = (f"{start[0]:.2f} -> {end[0]:.2f}" if start and end else
+                f"{start[0]:.2f} at start" if start else
+                f"{end[0]:.2f} at the end" if end else "not recorded")
+        rows.append((name, dict(m, load=load)))
+    return rows
+
+
 def render(results: pathlib.Path, doc_dir: pathlib.Path, repo: pathlib.Path) -> str:
     """The page for the JSONs in `results`; plot links relative to `doc_dir`."""
     data = load(results)
     manifest = data["run_all"] or {}
     rel = os.path.relpath(results, doc_dir)
-    machine = manifest.get("machine") or next(
-        (data[n]["machine"] for n in ("bench_perf", "bench_encoders", "bench_serving")
-         if data[n]), {})
     text = report.render(
-        "performance.md.j2", **data, machine=machine, mode=manifest.get("mode", "?"),
+        "performance.md.j2", **data, machines=machines(data), mode=manifest.get("mode", "?"),
         results_rel=os.path.relpath(results, repo), aims=measured_aims(data),
         plots={n: f"{rel}/{n}.png" for n in PLOTS if (results / f"{n}.png").exists()})
     return text.rstrip() + "\n"

@@ -80,13 +80,21 @@ def test_cli_rejects_bad_config_before_work(tmp_path):
     assert not out.exists()
 
 
-def test_jit_compile_is_auto_and_refused_with_multi_worker():
+def test_jit_compile_is_auto_on_accelerators_only_and_refused_with_multi_worker():
     auto = C.load_config()
-    assert auto.train.jit_compile == "auto" and auto.train.use_xla()[0] is True
-    off = C.load_config(None, ["train.strategy=multi_worker"]).train.use_xla()
-    assert off[0] is False and "multi_worker" in off[1]
-    assert C.load_config(None, ["train.jit_compile=true"]).train.jit_compile == "true"
-    assert C.load_config(None, ["train.jit_compile=false"]).train.use_xla()[0] is False
+    assert auto.train.jit_compile == "auto"
+    assert auto.train.use_xla(accelerator=True)[0] is True
+    off = auto.train.use_xla(accelerator=False)  # CPU: measured slower (bench_xla)
+    assert off[0] is False and "on CPU" in off[1]
+    mirrored = C.load_config(None, ["train.strategy=mirrored"]).train
+    assert mirrored.use_xla(accelerator=True)[0] is True
+    for accelerator in (True, False):
+        off = C.load_config(None, ["train.strategy=multi_worker"]).train.use_xla(accelerator)
+        assert off[0] is False and "multi_worker" in off[1]
+        forced = C.load_config(None, ["train.jit_compile=true"]).train.use_xla(accelerator)
+        assert forced == (True, "XLA on: train.jit_compile=true")
+        assert C.load_config(None, ["train.jit_compile=false"]).train.use_xla(
+            accelerator)[0] is False
     with pytest.raises(C.ConfigError) as err:
         C.load_config(None, ["train.jit_compile=true", "train.strategy=multi_worker"])
     assert "train.jit_compile: 'true' is invalid; it must be false or auto when " \

@@ -70,6 +70,7 @@ def test_buckets_never_retrace_and_loss_falls(trained):
     assert len(metrics["padded_history_lengths"]) >= 3
     assert set(metrics["padded_history_lengths"]) <= {32, 64, 128, 256}
     assert metrics["step_traces"] == 1
+    assert metrics["xla"] is False  # train.jit_compile=auto on a CPU
     assert metrics["steps"] == 80
     # Steady state: every step after the first of each padded length.
     assert metrics["steady_steps"] == 80 - len(metrics["padded_history_lengths"])
@@ -299,6 +300,7 @@ def test_jit_compiled_training_matches_plain_training(data_dir, tmp_path):
         cfg = config_lib.load_config(None, MULTI + ["model.recompute=true",
                                                     f"train.jit_compile={jit}"])
         runs[jit] = train.run(cfg, data_dir, str(tmp_path / jit))
+    assert runs["true"]["xla"] is True and runs["false"]["xla"] is False
     assert runs["true"]["steps"] == 6 and runs["true"]["step_traces"] == 1
     assert abs(runs["true"]["final_loss_avg_last_20"]
                - runs["false"]["final_loss_avg_last_20"]) <= 1e-5

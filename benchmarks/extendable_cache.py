@@ -4,7 +4,7 @@ the age is inside every event token, and what extending a cache saves at serving
     .venv/bin/python benchmarks/extendable_cache.py [--seeds 0,1,2] [--steps 800]
         [--lengths 64,224,1024,2048] [--eval-requests 3000]
         [--data runs/results/synth/data] [--out runs/extendable_cache] [--skip-train]
-        [--recency-lengths 224,1024]
+        [--recency-lengths 224,1024] [--timing-L 1024,4096,10240]
 
 Why: serving's recurring case is the same user's next request a few seconds later. With
 the default model.recency=token every event token holds a request-relative feature (the
@@ -33,10 +33,13 @@ signature; docs/model.md, "Recency at scoring time").
    (i)  analytic user-side FLOPs (`model.flops.encoder_flops`, projected K / V as the cache
         holds them) to extend a cache by k events vs re-encoding L events;
    (ii) measured on a freshly initialised model.recency=attention model, one request
-        (B = 1), each in a tf.function: `encode_user` of L = 4096 events vs
+        (B = 1), each in a tf.function: `encode_user` of L events (--timing-L) vs
         `extend_user` of that cache with k = 16 new events (checked equal to encoding all
         L + k), and encode_user of the k alone; p50 over --timing-calls calls
-        (interleaved, so load hits all).
+        (interleaved, so load hits all);
+   (iii) the same through the exported SavedModel: its `encode_user` and `extend_user`
+        signatures (serving.export, loaded with tf.saved_model.load; the extended cache
+        checked equal to the whole history's).
 
 Every run is a fresh subprocess (log in RUN_DIR/log.txt) importing a snapshot of the
 working tree's core/, model/ and pipeline/ (OUT/src/HASH), so every run trains the same product
@@ -226,12 +229,56 @@ def timing_worker(job: dict) -> dict:
             fn()[HIST_LEN].numpy()  # CPU functions return when done
             times[name].append(1e3 * (time.perf_counter() - t0))
     cache_bytes = {n: int(np.prod(v.shape)) * v.dtype.size for n, v in cache.items()}
-    return {"L": L, "k": k, "calls": calls, "model": {"d_model": cfg.d_model,
+    served = served_timing(model, cfg, user, older, newer, calls)
+    return {"L": L, "k": k, "calls": calls, "served": served, "model": {"d_model": cfg.d_model,
             "num_heads": cfg.num_heads, "num_layers": cfg.num_layers,
             "id_match": cfg.id_match, "recency": cfg.recency},
             "ms_all": {n: [round(t, 3) for t in v] for n, v in times.items()},
             "ms_p50": {n: round(common.median(v), 3) for n, v in times.items()},
             "cache_bytes": cache_bytes}
+
+
+def served_timing(model, model_cfg, user: dict, older: dict, newer: dict, calls: int) -> dict:
+    """The same as timing_worker through the exported SavedModel (serving.export, float32
+    cache, loaded with tf.saved_model.load): the `encode_user` signature on the whole
+    history vs the `extend_user` signature on the older events' served cache plus the k
+    new ones; checks the extended cache equals the whole history's (1e-5)."""
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from core import config as config_lib
+    from serving import export as export_lib
+    from serving import signatures as sigs
+
+    cfg = config_lib.Config()
+    cfg.model = model_cfg
+    cfg.validate()
+    with tempfile.TemporaryDirectory() as base:
+        path = export_lib.export_model(model, cfg, base)["path"]
+        loaded = tf.saved_model.load(path)
+        encode = loaded.signatures[sigs.ENCODE_USER]
+        extend = loaded.signatures[sigs.EXTEND_USER]
+        as_tf = lambda d: {n: tf.constant(v) for n, v in d.items()}  # noqa: E731
+        user_t, older_t = as_tf(user), as_tf(older)
+        new_t = {n: tf.constant(newer[n]) for n in sigs.EXTEND_INPUTS}
+        cache = encode(**older_t)
+        grown, whole = extend(**cache, **new_t), encode(**user_t)
+        for name in whole:
+            np.testing.assert_allclose(grown[name].numpy(), whole[name].numpy(),
+                                       rtol=1e-5, atol=1e-5, err_msg=name)
+        times = {"encode_L": [], "extend_k": []}
+        for _ in range(3):  # warm up
+            encode(**user_t), extend(**cache, **new_t)
+        for _ in range(calls):  # interleaved, so a burst of load hits both
+            for name, fn in (("encode_L", lambda: encode(**user_t)),
+                             ("extend_k", lambda: extend(**cache, **new_t))):
+                t0 = time.perf_counter()
+                for v in fn().values():
+                    v.numpy()
+                times[name].append(1e3 * (time.perf_counter() - t0))
+    return {"ms_all": {n: [round(t, 3) for t in v] for n, v in times.items()},
+            "ms_p50": {n: round(common.median(v), 3) for n, v in times.items()}}
 
 
 # ============================================================================ analytic
@@ -441,15 +488,25 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['L']} | {r['k']} | {r['reencode_user_flops'] / 1e6:,.1f} | "
                      f"{r['extend_user_flops'] / 1e6:,.2f} | {r['fraction']:.5f} | "
                      f"{r['saving_x']:,.0f}x | {r['concat_bytes_copied'] / 2**20:.2f} |")
-    t = result["savings"].get("measured")
-    if t:
-        p = t["ms_p50"]
+    measured = result["savings"].get("measured") or []
+    if isinstance(measured, dict):  # results written before the served columns
+        measured = [measured]
+    if measured:
+        t = measured[0]
         lines += ["", f"Measured (d = {t['model']['d_model']}, B = 1, p50 of {t['calls']} "
-                  "calls, tf.function, freshly initialised, model.recency=attention):", "",
-                  "| encode_user L = %d | extend_user k = %d | encode_user k only "
-                  "| speed-up |" % (t["L"], t["k"]), "|---:|---:|---:|---:|",
-                  f"| {p['encode_L']:.2f} ms | {p['extend_k']:.2f} ms | "
-                  f"{p['encode_k_only']:.2f} ms | {p['encode_L'] / p['extend_k']:.1f}x |"]
+                  "calls, freshly initialised, model.recency=attention): in process "
+                  "(RankingModel methods in a tf.function) and served (the exported "
+                  "SavedModel's signatures, loaded with tf.saved_model.load):", "",
+                  "| L | k | encode_user L | extend_user k | encode_user k only | speed-up "
+                  "| served encode_user | served extend_user | served speed-up |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for t in measured:
+            p, sv = t["ms_p50"], (t.get("served") or {}).get("ms_p50")
+            served = (f"{sv['encode_L']:.2f} ms | {sv['extend_k']:.2f} ms | "
+                      f"{sv['encode_L'] / sv['extend_k']:.1f}x" if sv else "- | - | -")
+            lines.append(f"| {t['L']} | {t['k']} | {p['encode_L']:.2f} ms | "
+                         f"{p['extend_k']:.2f} ms | {p['encode_k_only']:.2f} ms | "
+                         f"{p['encode_L'] / p['extend_k']:.1f}x | {served} |")
     return "\n".join(lines)
 
 
@@ -462,11 +519,12 @@ def main(argv=None):
     ap.add_argument("--eval-requests", type=int, default=3000)
     ap.add_argument("--data", default="runs/results/synth/data")
     ap.add_argument("--out", default="runs/extendable_cache")
-    ap.add_argument("--timing-L", type=int, default=4096)
+    ap.add_argument("--timing-L", default="1024,4096,10240", help="comma-separated")
     ap.add_argument("--timing-k", type=int, default=16)
     ap.add_argument("--timing-calls", type=int, default=20)
     ap.add_argument("--recency-lengths", default="224,1024")
-    ap.add_argument("--skip-train", action="store_true", help="savings only")
+    ap.add_argument("--skip-train", action="store_true",
+                    help="savings only; the training side of an existing --json is kept")
     ap.add_argument("--json", default=str(OUT_JSON))
     args = ap.parse_args(argv)
     if args.worker:
@@ -501,6 +559,14 @@ def main(argv=None):
     result["settings"]["product_source"] = {
         "snapshot": src, "hash": source, "git_head": git_head(),
         "working_tree_hash_now": current, "snapshot_is_working_tree_now": current == source}
+    if args.skip_train and os.path.exists(args.json):
+        # Savings only: keep the training side of the result already there, and say so.
+        previous = json.loads(pathlib.Path(args.json).read_text())
+        for key in ("runs", "auc", "recency_check", "train_cost"):
+            if key in previous:
+                result[key] = previous[key]
+        result["training_from"] = {k: previous.get(k) for k in ("command", "machine",
+                                                                  "settings")}
     if not args.skip_train:
         data = ensure_data(args.data, os.path.join(args.out, "synth"))
         result["settings"]["data"] = data
@@ -564,9 +630,10 @@ def main(argv=None):
             for v in VARIANTS}
     result["savings"] = {"analytic": analytic_savings()}
     print(f"[{time.strftime('%H:%M:%S')}] timing encode_user", flush=True)
-    result["savings"]["measured"] = run_worker(
-        {"L": args.timing_L, "k": args.timing_k, "calls": args.timing_calls}, "timing",
-        pathlib.Path(args.out) / "timing_log.txt", timeout=1800, src=src)
+    result["savings"]["measured"] = [run_worker(
+        {"L": int(length), "k": args.timing_k, "calls": args.timing_calls}, "timing",
+        pathlib.Path(args.out) / f"timing_log_{length}.txt", timeout=1800, src=src)
+        for length in args.timing_L.split(",")]
     result["wall_seconds"] = round(time.time() - t_start, 1)
     result["machine"]["load_average_start"] = [round(x, 2) for x in load_start]
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -71,10 +71,13 @@ class RankMixerBlock(keras.layers.Layer):
         perm = list(range(rank - 2)) + [rank - 1, rank - 2, rank]
         mixed = tf.reshape(tf.transpose(chunks, perm), tf.shape(tokens))
         x = self.mix_norm(mixed + tokens)
-        # Explicit [N, T, D] einsums: the gradient of an ellipsis einsum is ~25x slower.
-        flat = tf.reshape(x, [-1, t, d])
-        hidden = tf.nn.gelu(tf.einsum("ntd,tdf->ntf", flat, self.w1) + self.b1)
-        out = tf.einsum("ntf,tfd->ntd", hidden, self.w2) + self.b2
+        # The per-token FFNs as token-major batched matmuls [T, N, D] x [T, D, F]: their
+        # gradients are batched matmuls too, 1.23x faster per block (forward + backward,
+        # N = 4096 targets) than "ntd,tdf->ntf" einsums, whose gradients transpose their
+        # operands; an ellipsis einsum's gradient was ~25x slower still.
+        flat = tf.transpose(tf.reshape(x, [-1, t, d]), [1, 0, 2])          # [T, N, D]
+        hidden = tf.nn.gelu(tf.matmul(flat, self.w1) + self.b1[:, None])
+        out = tf.transpose(tf.matmul(hidden, self.w2) + self.b2[:, None], [1, 0, 2])
         return self.ffn_norm(tf.reshape(out, tf.shape(tokens)) + x)
 
     def get_config(self):

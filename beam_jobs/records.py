@@ -28,7 +28,7 @@ from apache_beam.metrics import Metrics
 
 from beam_jobs import blocks, history
 from beam_jobs.validate import ACTION, AUTHOR, ITEM, TS
-from core import features
+from core import schema
 from core.example_writer import Varints, example, varint
 
 TRAIN, EVAL, STATS, DUPLICATES = "train", "eval", "stats", "duplicates"
@@ -55,7 +55,7 @@ def user_records(user_id: int, index: history.UserRequests, tasks: Sequence[str]
     hist = [(name, Varints(index.history[:, column])) for name, column in _HISTORY_COLUMNS]
     labels = label_bits(index.targets[:, ACTION], len(tasks))
     tgt = [(name, Varints(index.targets[:, column])) for name, column in _TARGET_COLUMNS]
-    tgt += [(features.label_feature(t), Varints(labels[:, i])) for i, t in enumerate(tasks)]
+    tgt += [(schema.label_feature(t), Varints(labels[:, i])) for i, t in enumerate(tasks)]
     request_ids, request_ts = Varints(index.request_id), Varints(index.request_ts)
     user = ("user_id", varint(user_id))
     for r, (h0, h1, t0, t1) in enumerate(zip(

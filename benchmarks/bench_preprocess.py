@@ -14,7 +14,7 @@ Prints a table and writes benchmarks/results/bench_preprocess.json.
     .venv/bin/python benchmarks/bench_preprocess.py --quick
     .venv/bin/python benchmarks/bench_preprocess.py            # ~1M events
 
-`--compare-to TREE` also runs the job of another source tree (e.g. the previous commit:
+`--compare-commit COMMIT` (or `--compare-to TREE`) also runs the job of another source tree (e.g. the previous commit:
 `git archive HEAD | tar -x -C /tmp/base`) on the same logs, alternating with this tree's
 (base, this, base, this, ... `--repeats` times each, every run in its own process), and
 adds to the JSON each tree's seconds per run, the median events/s and the speedup.
@@ -26,6 +26,7 @@ import glob
 import json
 import logging
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -202,6 +203,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--bytes-cases", default=",".join(map(str, range(len(BYTES_CASES)))),
                         help="comma-separated indices into BYTES_CASES (default: all; "
                              "empty: none)")
+    parser.add_argument("--compare-commit", metavar="COMMIT",
+                        help="compare with the job of this commit (its tree is extracted "
+                             "into WORKDIR/base_tree with git archive; sets --compare-to)")
     parser.add_argument("--compare-to", metavar="TREE",
                         help="source tree of another version of the job to compare with")
     parser.add_argument("--repeats", type=int, default=2,
@@ -212,12 +216,18 @@ def main(argv=None) -> dict:
     modes = ["in_memory"] + ([] if args.no_multi_process else ["multi_processing"])
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir, exist_ok=True)
+    if args.compare_commit:
+        args.compare_to = common.source_tree(args.compare_commit,
+                                             os.path.join(args.workdir, "base_tree"))
     load_start = os.getloadavg()
     report = {
         "benchmark": "bench_preprocess", "quick": args.quick,
+        "command": "python benchmarks/bench_preprocess.py " + " ".join(
+            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
         "data": {"max_history": config_lib.DataConfig().max_history,
                  "events_median": EVENTS_MEDIAN, "events_sigma": EVENTS_SIGMA},
         "throughput": throughput(args.workdir, events, modes, args.compare_to, args.repeats),
+        "base_commit": args.compare_commit,
         "bytes_per_target": [bytes_per_target(args.workdir, *BYTES_CASES[int(i)])
                              for i in args.bytes_cases.split(",") if i],
     }

@@ -35,23 +35,11 @@ import numpy as np
 import tensorflow as tf
 
 from core import example_writer
-
-SCALAR_FEATURES = ("request_id", "user_id", "request_ts")
-HISTORY_FEATURES = ("hist_item_id", "hist_author_id", "hist_action", "hist_ts")
-TARGET_FEATURES = ("tgt_item_id", "tgt_author_id")
-HIST_LEN = "hist_len"                # valid history events per request, int32 [B]
-TGT_LEN = "tgt_len"                  # valid targets per request, int32 [B]
-LENGTH_FEATURES = (HIST_LEN, TGT_LEN)
-
-# Model inputs in signature order; every serving signature uses these names.
-REQUEST_INPUTS = ("user_id", "request_ts")
-USER_INPUTS = REQUEST_INPUTS + HISTORY_FEATURES + (HIST_LEN,)
-CANDIDATE_INPUTS = TARGET_FEATURES + (TGT_LEN,)
-MODEL_INPUTS = USER_INPUTS + CANDIDATE_INPUTS
-
-
-def label_feature(task: str) -> str:
-    return f"label_{task}"
+# The names live in core.schema (no TensorFlow there, for the Beam workers); they are part
+# of this module's API.
+from core.schema import (CANDIDATE_INPUTS, HIST_LEN, HISTORY_FEATURES,  # noqa: F401
+                         LENGTH_FEATURES, MODEL_INPUTS, REQUEST_INPUTS, SCALAR_FEATURES,
+                         TARGET_FEATURES, TGT_LEN, USER_INPUTS, label_feature)
 
 
 def input_dtype(name: str) -> tf.DType:

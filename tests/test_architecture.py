@@ -12,6 +12,8 @@ on its line with a `# lazy:` comment (import time, optional dependencies).
 """
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -85,3 +87,14 @@ def test_core_sets_the_keras_environment_once():
     setters = [str(p.relative_to(REPO)) for pkg in ALLOWED for p in _modules(pkg)
                if 'os.environ["TF_USE_LEGACY_KERAS"]' in p.read_text()]
     assert setters == ["core/__init__.py"]
+
+
+def test_the_beam_job_imports_no_tensorflow():
+    """Every Beam worker process imports the modules its DoFns live in; TensorFlow's
+    import (~2 s of CPU) is not one of them (records are written by core.example_writer,
+    feature names come from core.schema)."""
+    code = ("import sys; import beam_jobs.preprocess; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout[:500]

@@ -96,9 +96,9 @@ def _step(fn, batch):
 
 def default_xla() -> bool:
     """Whether the train defaults (train.jit_compile=auto) XLA-compile the step here."""
-    import tensorflow as tf
     from core.config import TrainConfig
-    return TrainConfig().use_xla(accelerator=bool(tf.config.list_logical_devices("GPU")))[0]
+    from pipeline.train import accelerator_present
+    return TrainConfig().use_xla(accelerator=accelerator_present())[0]
 
 
 def worker(job: dict) -> dict:

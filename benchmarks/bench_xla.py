@@ -27,9 +27,9 @@ TOKENS, TARGETS = 16384, 16
 
 
 def worker(job: dict) -> dict:
-    import tensorflow as tf
     from bench_perf import round_robin, train_step_fn
     from core.config import ModelConfig
+    from pipeline.train import accelerator_present
     requests = max(1, TOKENS // job["length"])
     batch = synthetic_batch(requests, job["length"], TARGETS)
     cfg = ModelConfig(d_model=job["d"])
@@ -40,7 +40,7 @@ def worker(job: dict) -> dict:
         ways[name] = lambda step=step: step(batch)["loss"].numpy()
     times = round_robin(ways, job["rounds"])
     return {"d": job["d"], "L": job["length"], "requests": requests, "targets": TARGETS,
-            "device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU",
+            "device": "GPU / TPU" if accelerator_present() else "CPU",
             **{f"{w}_ms": round(1000 * times[w]["median_s"], 1) for w in ways},
             **{f"{w}_first_s": round(times[w]["first_s"], 1) for w in ways},
             "xla_speedup": round(times["off"]["median_s"] / times["on"]["median_s"], 3),

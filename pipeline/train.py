@@ -127,6 +127,11 @@ class _StopFlag:
         self._restore()
 
 
+def accelerator_present() -> bool:
+    """Whether TensorFlow sees a GPU or TPU (train.jit_compile=auto turns XLA on there)."""
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
     """Trains cfg.train.steps steps (resuming if MODEL_DIR has checkpoints); returns metrics.
 
@@ -187,8 +192,7 @@ def run(cfg: config_lib.Config, data_dir: str, model_dir: str) -> dict:
         strategy, data_dir, cfg, seed_offset=0 if deterministic else start_step)
     traces = []
 
-    xla, why = cfg.train.use_xla(accelerator=bool(
-        tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")))
+    xla, why = cfg.train.use_xla(accelerator=accelerator_present())
     if chief:
         print(why, flush=True)
 

@@ -4,13 +4,15 @@
     .venv/bin/python benchmarks/bench_serving.py --quick  # L: 1024, 4096; m: 64, 256
 
 The default model (d=64, 4 heads, 3 layers, RankMixer head, 3 tasks), freshly initialised
-(latency does not depend on the weights), is exported by `serving.export.export_model`
-of two source trees, each in its own process: this checkout (float32 and bfloat16
+(latency depends on the weights only through the ID-match prior's size, which decides
+whether its sparse form applies), is exported by `serving.export.export_model` of two
+source trees, each in its own process: this checkout (float32 and bfloat16
 cache) and the code of BEFORE_COMMIT (`common.BEFORE_COMMIT`: STCA's reordered attention
 everywhere and an X~ cache). All SavedModels are loaded in this process with
 tf.saved_model.load and each signature is called directly (no RPC, no JSON/proto
 encoding). One request (B=1) with a full history of L events and m candidates, built by
-the client's request builders. After --warmup calls of each way, --repeats timed calls
+the client's request builders, with ID matches planted at the density of the synthetic
+logs (`plant_id_matches`; the share is in each row's id_match_share). After --warmup calls of each way, --repeats timed calls
 give p50 and p99; the ways take turns call by call, so load from other processes on a
 shared machine affects all of them alike.
 
@@ -98,6 +100,36 @@ def pct(times: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(times) * 1e3, q))
 
 
+AUTHOR_POOL = 500  # history authors drawn from 500: ~0.1% author matches, as in the logs
+ITEM_REPEATS = 0.05  # share of candidates that are an item of the history
+
+
+def plant_id_matches(inputs: dict, seed: int) -> dict:
+    """Gives the random request (unique random IDs: no ID ever matches) the ID-match
+    density of real logs, which decides the cost of the ID-match prior: history authors
+    from a pool of AUTHOR_POOL, half the candidates' authors from that pool (~0.1% of
+    candidate x event pairs match by author; 0.09% on the synthetic data's eval split)
+    and ITEM_REPEATS of the candidates are history items (0.005% there).
+    Returns the measured match shares."""
+    rng = np.random.default_rng(seed)
+    hist_len, tgt_len = int(inputs["hist_len"][0]), int(inputs["tgt_len"][0])
+    pool = rng.integers(1, 10**12, size=AUTHOR_POOL)
+    inputs["hist_author_id"][0, :hist_len] = rng.choice(pool, hist_len)
+    from_pool = rng.random(tgt_len) < 0.5
+    inputs["tgt_author_id"][0, :tgt_len] = np.where(
+        from_pool, rng.choice(pool, tgt_len), inputs["tgt_author_id"][0, :tgt_len])
+    repeat = rng.random(tgt_len) < ITEM_REPEATS
+    picked = inputs["hist_item_id"][0, rng.integers(0, max(hist_len, 1), tgt_len)]
+    inputs["tgt_item_id"][0, :tgt_len] = np.where(repeat, picked,
+                                                  inputs["tgt_item_id"][0, :tgt_len])
+
+    def share(field):
+        match = (inputs[f"tgt_{field}_id"][0, :tgt_len, None]
+                 == inputs[f"hist_{field}_id"][0, None, :hist_len])
+        return float(match.mean())
+    return {"author": share("author"), "item": share("item")}
+
+
 def flop_bounds(cfg, length: int, m: int) -> dict:
     """Forward FLOPs of each way (model/flops.py) and the ratios they bound."""
     from model.flops import encoder_flops
@@ -122,6 +154,7 @@ def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
     from serving import requests as req
     from serving.export import synthetic_inputs
     inputs = synthetic_inputs([length], [m], seed=length + m)
+    match_share = plant_id_matches(inputs, seed=length + m)
     const = {k: tf.constant(v) for k, v in inputs.items()}
     user = {n: const[n] for n in features.USER_INPUTS}
     chunks = []
@@ -162,7 +195,7 @@ def run_config(fns: dict, cfg, length: int, m: int, args) -> dict:
         for batch in copy_batches:
             sync(f32["serving_default"](**batch))
 
-    row = {"L": length, "m": m, "chunk": args.chunk}
+    row = {"L": length, "m": m, "chunk": args.chunk, "id_match_share": match_share}
     methods = [("before_serving_default", lambda: sync(before["serving_default"](**const)),
                 args.repeats),
                ("before_cached", lambda: score_chunks(before, caches["before"]), args.repeats),
@@ -297,6 +330,9 @@ def main(argv=None) -> int:
         "before_commit": args.before,
         "workload": {"model": "defaults: d_model=64, num_heads=4, num_layers=3, rankmixer "
                               "head; freshly initialised (latency does not depend on weights)",
+                     "id_match": "planted at about the density of the synthetic logs "
+                                 "(plant_id_matches): the ID-match prior's cost depends "
+                                 "on it",
                      "tasks": cfg.tasks, "requests_per_call": 1, "chunk": args.chunk,
                      "repeats": args.repeats, "warmup": args.warmup,
                      "compute": "float32", "transport": "in-process tf.saved_model.load"},

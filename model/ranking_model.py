@@ -16,7 +16,7 @@ from model.encoders import HIST_LEN, build_encoder
 from model.heads import build_head
 from model.layers.common import ensure_built
 from model.layers.event_embedding import EventEmbedding
-from model.layers.id_match import ID_MATCH_INPUTS, id_match
+from model.layers.id_match import ID_MATCH_INPUTS, id_match, match_pairs
 from model.layers.masking import length_mask, masked_mean, prepend_valid
 from model.layers.user_tokens import UserTokens
 
@@ -102,7 +102,8 @@ class RankingModel(tfrs.Model):
         targets = self.embedding.embed_targets(inputs)
         user_tokens = self.user_tokens(inputs["user_id"], events, history_mask)
         z = self.encoder(events, history_mask, targets, user_tokens=user_tokens,
-                         training=training, id_match=self._id_match(inputs, inputs),
+                         training=training,
+                         id_match=self._id_match(inputs, inputs, training),
                          **self._recency(inputs, inputs))
         return self._logits(z, user_tokens, targets, training)
 
@@ -126,12 +127,18 @@ class RankingModel(tfrs.Model):
         return {"age_bucket": self.embedding.age_bucket(inputs["request_ts"],
                                                         history[HIST_TS])}
 
-    def _id_match(self, history_ids, inputs):
-        """[B, F, M, L] bool matches of raw IDs (history from inputs or a cache), or None."""
+    def _id_match(self, history_ids, inputs, training):
+        """The matches of raw IDs (history from inputs or a cache), or None: [B, F, M, L]
+        bool in training; outside it, `MatchPairs` for encoders that take them (found by
+        sorting, applied at the few matching pairs: measured faster, docs/serving.md)."""
         if not self.match_fields:
             return None
-        return id_match([history_ids[h] for h, _ in self.match_fields],
-                        [inputs[t] for _, t in self.match_fields])
+        history = [history_ids[h] for h, _ in self.match_fields]
+        targets = [inputs[t] for _, t in self.match_fields]
+        if not training and self.encoder.supports_match_pairs:
+            return match_pairs(history, targets, history_ids[HIST_LEN],
+                               inputs[features.TGT_LEN])
+        return id_match(history, targets)
 
     def encode_user(self, inputs, training=False) -> dict:
         """Every target-independent tensor of the request (keys of `user_cache_spec`)."""
@@ -155,7 +162,7 @@ class RankingModel(tfrs.Model):
         ensure_built(self)
         targets = self.embedding.embed_targets(inputs)
         z = self.encoder.score(cache, targets, training=training,
-                               id_match=self._id_match(cache, inputs),
+                               id_match=self._id_match(cache, inputs, training),
                                **self._recency(cache, inputs))
         return self._logits(z, cache[USER_TOKENS], targets, training)
 
@@ -276,7 +283,8 @@ class RankingModel(tfrs.Model):
         targets = self.embedding.embed_targets(copies)
         user_tokens = self.user_tokens(copies["user_id"], events, history_mask)
         z = self.encoder(events, history_mask, targets, user_tokens=user_tokens,
-                         training=training, id_match=self._id_match(copies, copies))
+                         training=training,
+                         id_match=self._id_match(copies, copies, training))
         logits = self._logits(z, user_tokens, targets, training)
         return tf.reshape(logits, [shape[0], shape[1], len(self.task_names)])
 

@@ -50,6 +50,8 @@ class SequenceEncoder(keras.layers.Layer):
     supports_recompute = False
     # Encoders whose attention reads the target-history ID matches set this.
     supports_id_match = False
+    # ... and that also take them as `MatchPairs` (model.layers.id_match) outside training.
+    supports_match_pairs = False
     # Encoders that take the events' age buckets (`age_bucket`, [B, L]) in call and score
     # and add a learned recency logit at scoring time (model.recency=attention) set this.
     supports_recency_bias = False

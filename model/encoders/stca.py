@@ -8,6 +8,7 @@ from model.encoders.base import SequenceEncoder
 from model.flops import stca_attention_flops, stca_attention_form, swiglu_flops
 from model.layers.common import check_heads_divide, check_positive
 from model.layers.history_view import HistoryView
+from model.layers.id_match import MatchPairs
 from model.layers.stca_attention import STCAAttention
 from model.layers.token_fusion import TokenFusion
 from model.recompute import recompute
@@ -19,8 +20,11 @@ HISTORY_VALUES = "history_values"
 
 
 def _as_float(id_match):
-    """Every layer reads the matches: cast them once ([B, F, M, L] bool -> float32)."""
-    return None if id_match is None else tf.cast(id_match, tf.float32)
+    """Every layer reads the matches: cast dense ones once ([B, F, M, L] bool -> float32);
+    `MatchPairs` pass as they are."""
+    if id_match is None or isinstance(id_match, MatchPairs):
+        return id_match
+    return tf.cast(id_match, tf.float32)
 
 
 def stca_flops(cfg, L: int, m: int = 1) -> tuple[int, int]:
@@ -68,7 +72,7 @@ class STCAEncoder(SequenceEncoder):
         (`STCAAttention`, model.recency=attention); call and score then take age_bucket.
 
     Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d],
-    id_match [B, F, M, L] bool when num_match_fields > 0, and age_bucket [B, L] int in
+    id_match [B, F, M, L] bool or `MatchPairs` when num_match_fields > 0, and age_bucket [B, L] int in
     [0, A) when recency_buckets > 0 (also inputs of `score`).
     Output: z [B, M, d].
 
@@ -80,6 +84,7 @@ class STCAEncoder(SequenceEncoder):
 
     supports_recompute = True
     supports_id_match = True
+    supports_match_pairs = True
     supports_recency_bias = True
 
     @classmethod
@@ -172,7 +177,7 @@ class STCAEncoder(SequenceEncoder):
             queries = self.queries[i](outputs + [targets])
             outputs.append(self.attentions[i].attend_projected(
                 keys[:, i], values[:, i], queries, history_mask, id_match=id_match,
-                age_bucket=age_bucket))
+                age_bucket=age_bucket, training=training))
         return self.output_token(outputs + [targets])
 
     def cache_spec(self):

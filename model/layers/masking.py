@@ -58,7 +58,8 @@ def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
 
     Args:
       scores: float tensor of any float dtype.
-      mask: bool tensor broadcastable to `scores`.
+      mask: bool tensor broadcastable to `scores`, or None when every position is
+        valid (no masking pass).
       axis: the axis normalized over (the last one when `sink` is given).
       sink: optional float logits broadcastable to `scores` without `axis`
         (e.g. one per head).
@@ -70,12 +71,14 @@ def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
       float32 weights; rows without a valid position (empty histories) are all zeros.
     """
     scores = tf.cast(scores, tf.float32)
-    mask = tf.cast(mask, tf.bool)
+    if mask is not None:
+        mask = tf.cast(mask, tf.bool)
     # The penalty and the final zeroing broadcast the mask in its own (small) shape: no
     # score-sized mask is built. s + (-1e30) rounds to -1e30 for any real score, so masked
     # positions of a row with a valid position get exactly 0; rows without one are
     # zeroed by the last step.
-    scores = scores + tf.where(mask, 0.0, _MASKED_SCORE)
+    if mask is not None:
+        scores = scores + tf.where(mask, 0.0, _MASKED_SCORE)
     if sink is None:
         weights = tf.nn.softmax(scores, axis=axis)
     else:
@@ -83,7 +86,9 @@ def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
             raise ValueError("masked_softmax: a sink needs axis=-1")
         sink = tf.broadcast_to(tf.cast(sink, tf.float32)[..., None], tf.shape(scores[..., :1]))
         weights = tf.nn.softmax(tf.concat([sink, scores], axis=-1), axis=-1)[..., 1:]
-    return weights * tf.cast(mask, tf.float32) if zero_empty_rows else weights
+    if mask is None or not zero_empty_rows:
+        return weights
+    return weights * tf.cast(mask, tf.float32)
 
 
 def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -8,8 +8,14 @@ import tf_keras as keras
 
 from model.flops import ATTENTION_FORMS, projected_attention_is_cheaper
 from model.layers.common import check_heads_divide, check_positive, clone_initializer
-from model.layers.id_match import match_bias
+from model.layers.id_match import (MatchPairs, dense_pair_bias, match_bias, pair_bias,
+                                   pair_head_index)
 from model.layers.masking import masked_softmax
+
+# Largest per-pair ID-match logit (sum over fields) the sparse form applies: exp(60)
+# times any number of matching events stays finite in float32. Larger (or negative)
+# biases take the dense form, which is exact for any value.
+_MAX_SPARSE_BIAS = 60.0
 
 
 @keras.utils.register_keras_serializable(package="stca")
@@ -63,8 +69,10 @@ class STCAAttention(keras.layers.Layer):
       kernel_initializer: initializer of the four kernels.
 
     Inputs: history_view [B, L, d], queries [B, M, d], history_mask [B, L] bool, and
-    with num_match_fields > 0 id_match [B, F, M, L] bool or float32
-    (`model.layers.id_match`; an encoder with several layers casts it once); with
+    with num_match_fields > 0 id_match: [B, F, M, L] bool or float32
+    (`model.layers.id_match`; an encoder with several layers casts it once) or the same
+    matches as `MatchPairs` (`match_pairs`: inference, where matches are rare: the prior
+    is then applied at the pairs, without a score-sized bias, see `_attend_pairs`); with
     recency_buckets > 0 age_bucket [B, L] int in [0, A) (`event_embedding.time_delta_bucket`);
     `training` (Python bool or None) only steers the "auto" form.
     Output: [B, M, d]; a request without valid history gives the zero vector before W_O.
@@ -141,14 +149,16 @@ class STCAAttention(keras.layers.Layer):
                     projected_attention_is_cheaper(self.d_model, self.num_heads,
                                                    tf.shape(queries)[1]),
                     lambda: self._projected(history_view, queries, history_mask, id_match,
-                                            age_bucket),
+                                            age_bucket, training),
                     lambda: self._reordered(history_view, queries, history_mask, id_match,
-                                            age_bucket))
+                                            age_bucket, training))
             cheaper = projected_attention_is_cheaper(self.d_model, self.num_heads, targets)
             form = "projected" if cheaper else "reordered"
         if form == "projected":
-            return self._projected(history_view, queries, history_mask, id_match, age_bucket)
-        return self._reordered(history_view, queries, history_mask, id_match, age_bucket)
+            return self._projected(history_view, queries, history_mask, id_match, age_bucket,
+                                   training)
+        return self._reordered(history_view, queries, history_mask, id_match, age_bucket,
+                               training)
 
     def _check_logit_inputs(self, id_match, age_bucket):
         if self.match_bias is not None and id_match is None:
@@ -159,8 +169,9 @@ class STCAAttention(keras.layers.Layer):
                              f"{self.recency_buckets}, so age_bucket is required")
 
     def _logit_bias(self, scores, id_match, age_bucket):
-        """[B, h, M, L] scores plus the ID-match and recency terms (float32 when any)."""
-        if self.match_bias is not None:
+        """[B, h, M, L] scores plus the recency term and a dense ID-match term ([B, F, M, L]
+        matches; `MatchPairs` are applied by `_attend`), float32 when any."""
+        if self.match_bias is not None and not isinstance(id_match, MatchPairs):
             scores = tf.cast(scores, tf.float32) + match_bias(id_match, self.match_bias)
         if self.recency_bias is not None:
             rho = tf.gather(self.recency_bias, age_bucket)                   # [B, L, h]
@@ -180,7 +191,7 @@ class STCAAttention(keras.layers.Layer):
         return kv[0], kv[1]
 
     def attend_projected(self, keys, values, queries, history_mask, id_match=None,
-                         age_bucket=None):
+                         age_bucket=None, training=None):
         """Queries [B, M, d] over projected keys / values [B, h, L, d_h] -> [B, M, d]."""
         self._check_logit_inputs(id_match, age_bucket)
         d, h, k = self.d_model, self.num_heads, self.head_dim
@@ -192,31 +203,104 @@ class STCAAttention(keras.layers.Layer):
         q = q * (1.0 / math.sqrt(k))
         q = tf.transpose(tf.reshape(q, [batch, targets, h, k]), [0, 2, 1, 3])  # [B, h, M, k]
         scores = tf.matmul(q, keys, transpose_b=True)                       # [B, h, M, L]
-        scores = self._logit_bias(scores, id_match, age_bucket)
-        alpha = self._softmax(scores, history_mask)
-        context = tf.matmul(tf.cast(alpha, self.compute_dtype), values)     # [B, h, M, k]
-        context = context * self._has_history(history_mask)
+        context = self._attend(scores, values, history_mask, id_match, age_bucket, training)
+        context = context * self._has_history(history_mask)                 # [B, h, M, k]
         heads = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, targets, d])
         return tf.matmul(heads, tf.cast(self.output_kernel, self.compute_dtype))
 
-    def _softmax(self, scores, history_mask):
+    def _attend(self, scores, rows, history_mask, id_match, age_bucket, training):
+        """softmax(scores + logit terms) times rows -> [B, h, M, c] in the compute dtype.
+
+        scores: [B, h, M, L]; rows: the values [B, h, L, c] of each head (projected form)
+        or the view [B, L, c] all heads read (reordered form). With `MatchPairs`, the
+        ID-match prior is applied at the matching pairs only when that is cheaper and
+        exact in float32 (`_attend_pairs`); otherwise it is scattered into a dense bias.
+        """
+        if self.match_bias is None or not isinstance(id_match, MatchPairs):
+            scores = self._logit_bias(scores, id_match, age_bucket)
+            return self._mix(self._softmax(scores, history_mask, training), rows)
+        bias = pair_bias(id_match, self.match_bias)                          # [n, h]
+        batch, targets, length = id_match.shape[0], id_match.shape[1], id_match.shape[2]
+        # The sparse form touches n x h x c values, the dense bias h x B x M x L.
+        cheaper = (tf.cast(tf.size(id_match.row), tf.int64) * rows.shape[-1]
+                   <= tf.cast(batch * targets, tf.int64) * tf.cast(length, tf.int64))
+        exact = tf.logical_and(tf.reduce_min(bias) >= 0.0,
+                               tf.reduce_max(bias) <= _MAX_SPARSE_BIAS)
+        scores = self._logit_bias(scores, id_match, age_bucket)   # recency only
+
+        def dense():
+            dense_scores = tf.cast(scores, tf.float32) + dense_pair_bias(id_match, bias)
+            return self._mix(self._softmax(dense_scores, history_mask, training), rows)
+
+        return tf.cond(tf.logical_and(cheaper, exact),
+                       lambda: self._attend_pairs(scores, rows, history_mask, id_match, bias,
+                                                  training),
+                       dense)
+
+    def _attend_pairs(self, scores, rows, history_mask, pairs, bias, training):
+        """The ID-match prior at its n pairs only, exactly: with p the softmax weights
+        without it and e_j = exp(b_j) - 1 (0 where nothing matches),
+
+            sum_j p_j exp(b_j) r_j / sum_j p_j exp(b_j)
+              = (sum_j p_j r_j + sum_pairs p_j e_j r_j) / (1 + sum_pairs p_j e_j)
+
+        (the sink, if any, is part of p's normaliser, so it stays exact). The score-sized
+        bias and its addition disappear; for 0 <= b <= _MAX_SPARSE_BIAS every term is
+        finite and non-negative, so nothing cancels."""
+        alpha = self._softmax(scores, history_mask, training)                # [B, h, M, L]
+        context = tf.cast(self._mix(alpha, rows), tf.float32)
+        index = pair_head_index(pairs, self.num_heads)                       # [n, h, 4]
+        weight = tf.gather_nd(alpha, index) * tf.math.expm1(bias)            # [n, h]
+        if rows.shape.rank == 4:   # per-head values at (b, head, j)
+            picked = tf.gather_nd(rows, tf.gather(index, [0, 1, 3], axis=-1))  # [n, h, c]
+        else:                      # the shared view at (b, j)
+            picked = tf.gather_nd(rows, tf.gather(index[:, 0], [0, 3], axis=-1))[:, None]
+        batch, targets = pairs.shape[0], pairs.shape[1]
+        width = rows.shape[-1]
+        num = tf.math.unsorted_segment_sum(weight[..., None] * tf.cast(picked, tf.float32),
+                                           pairs.row, batch * targets)       # [B M, h, c]
+        den = tf.math.unsorted_segment_sum(weight, pairs.row, batch * targets)  # [B M, h]
+        num = tf.transpose(tf.reshape(num, [batch, targets, self.num_heads, width]),
+                           [0, 2, 1, 3])
+        den = tf.transpose(tf.reshape(den, [batch, targets, self.num_heads]), [0, 2, 1])
+        return tf.cast((context + num) / (1.0 + den[..., None]), self.compute_dtype)
+
+    def _mix(self, alpha, rows):
+        """Weights [B, h, M, L] times rows ([B, h, L, c] or [B, L, c]) -> [B, h, M, c]."""
+        alpha = tf.cast(alpha, self.compute_dtype)
+        if rows.shape.rank == 4:
+            return tf.matmul(alpha, rows)
+        shape = tf.shape(alpha)
+        heads_rows = tf.reshape(alpha, [shape[0], shape[1] * shape[2], shape[3]])
+        out = tf.matmul(heads_rows, rows)                                    # [B, h M, c]
+        return tf.reshape(out, [shape[0], shape[1], shape[2], rows.shape[-1]])
+
+    def _softmax(self, scores, history_mask, training=None):
         """[B, h, M, L] scores -> float32 weights; rows of empty histories are left
-        uniform (no score-sized zeroing pass): `_has_history` zeroes their outputs."""
+        uniform (no score-sized zeroing pass): `_has_history` zeroes their outputs.
+        Outside training, a batch without padded positions (one serving request is
+        padded to its own length) skips the masking pass."""
         sink = None if self.sink_logit is None else self.sink_logit[None, :, None]
-        return masked_softmax(scores, history_mask[:, None, None, :], sink=sink,
-                              zero_empty_rows=False)
+
+        def masked():
+            return masked_softmax(scores, history_mask[:, None, None, :], sink=sink,
+                                  zero_empty_rows=False)
+        if training:  # training batches are padded; no branch in the training graph
+            return masked()
+        return tf.cond(tf.reduce_all(history_mask),
+                       lambda: masked_softmax(scores, None, sink=sink), masked)
 
     def _has_history(self, history_mask):
         """[B, 1, 1, 1] 1 / 0 in the compute dtype: does the request have a valid event."""
         has = tf.reduce_any(history_mask, axis=-1)[:, None, None, None]
         return tf.cast(has, self.compute_dtype)
 
-    def _projected(self, history_view, queries, history_mask, id_match, age_bucket):
+    def _projected(self, history_view, queries, history_mask, id_match, age_bucket, training):
         keys, values = self.project_history(history_view)
         return self.attend_projected(keys, values, queries, history_mask, id_match,
-                                     age_bucket)
+                                     age_bucket, training)
 
-    def _reordered(self, history_view, queries, history_mask, id_match, age_bucket):
+    def _reordered(self, history_view, queries, history_mask, id_match, age_bucket, training):
         d, h, k = self.d_model, self.num_heads, self.head_dim
         view = tf.cast(history_view, self.compute_dtype)
         queries = tf.cast(queries, self.compute_dtype)
@@ -229,11 +313,8 @@ class STCAAttention(keras.layers.Layer):
         u = tf.reshape(u * (1.0 / math.sqrt(k)), [batch, h * targets, d])
         scores = tf.reshape(tf.matmul(u, view, transpose_b=True),
                             [batch, h, targets, length])                  # [B, h, M, L]
-        scores = self._logit_bias(scores, id_match, age_bucket)
-        alpha = self._softmax(scores, history_mask)
-        alpha = tf.reshape(tf.cast(alpha, self.compute_dtype), [batch, h * targets, length])
-        context = tf.matmul(alpha, view) * self._has_history(history_mask)[:, :, :, 0]
-        context = tf.reshape(context, [batch, h, targets, d])                 # [B, h, M, d]
+        context = self._attend(scores, view, history_mask, id_match, age_bucket, training)
+        context = context * self._has_history(history_mask)                  # [B, h, M, d]
         heads = tf.einsum("bhme,ehk->bmhk", context, tf.reshape(self.value_kernel, [d, h, k]))
         return tf.matmul(tf.reshape(heads, [batch, targets, d]), self.output_kernel)
 

@@ -143,3 +143,27 @@ def test_build_model_creates_every_variable(encoder, head):
     before = [v.name for v in net.variables]
     net(random_requests()[0])
     assert [v.name for v in net.variables] == before
+
+
+@pytest.mark.parametrize("form", ["reordered", "projected"])
+def test_inference_with_match_pairs_equals_the_dense_matches(form, monkeypatch):
+    """Outside training STCA gets the ID matches as pairs (applied sparsely); the scores
+    equal those from the dense [B, F, M, L] matches of training, called and cached."""
+    net = build_model(tiny_config(attention_form=form), TASKS)
+    inputs, _ = random_requests(batch=4, length=40, num_targets=6, seed=3)
+    rng = np.random.default_rng(3)
+    ids = {k: v.numpy() for k, v in inputs.items()}
+    for name, vocab in (("item_id", 30), ("author_id", 20)):  # collisions: some matches
+        for side in ("hist", "tgt"):
+            ids[f"{side}_{name}"] = rng.integers(1, vocab, size=ids[f"{side}_{name}"].shape)
+    inputs = {k: tf.constant(v) for k, v in ids.items()}
+    pairs = net._id_match(inputs, inputs, training=False)
+    # Enough pairs to matter, few enough for the sparse form (n d <= B M L; beta = 8 >= 0).
+    assert 10 < int(tf.size(pairs.row)) and int(tf.size(pairs.row)) * 16 <= 4 * 6 * 40
+    with_pairs = net(inputs, training=False)
+    cached = net.score_candidates(net.encode_user(inputs), inputs)
+    monkeypatch.setattr(type(net.encoder), "supports_match_pairs", False)
+    assert net._id_match(inputs, inputs, training=False).shape == (4, 2, 6, 40)
+    dense = valid_logits(net(inputs, training=False), inputs)
+    np.testing.assert_allclose(valid_logits(with_pairs, inputs), dense, atol=REORDER_ATOL)
+    np.testing.assert_allclose(valid_logits(cached, inputs), dense, atol=REORDER_ATOL)

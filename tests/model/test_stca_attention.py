@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import model  # noqa: F401
+from model.layers.id_match import id_match, match_pairs
 from model.layers.stca_attention import STCAAttention
 from tests.helpers.layers import (REFERENCE_ATOL, REORDER_ATOL, SAME_PATH_ATOL,
                                   assert_config_round_trip)
@@ -271,3 +272,59 @@ def test_round_trip_and_argument_checks():
         STCAAttention(8, 4, attention_form="fast")
     assert STCAAttention(8, 4, attention_form="projected").get_config()[
         "attention_form"] == "projected"
+
+
+def _pair_case(seed, vocab):
+    """Random IDs from `vocab` values (collisions: matches), padded rows, an empty row."""
+    rng = np.random.default_rng(seed)
+    d, batch, length, targets = 16, 3, 40, 5
+    hist = [rng.integers(0, vocab, size=(batch, length)) for _ in range(2)]
+    tgt = [rng.integers(0, vocab, size=(batch, targets)) for _ in range(2)]
+    hist_len = np.array([40, 13, 0])
+    view = rng.normal(size=(batch, length, d)).astype(np.float32)
+    queries = rng.normal(size=(batch, targets, d)).astype(np.float32)
+    mask = np.arange(length)[None, :] < hist_len[:, None]
+    dense = id_match([tf.constant(h, tf.int64) for h in hist],
+                     [tf.constant(t, tf.int64) for t in tgt]).numpy()
+    pairs = match_pairs([tf.constant(h, tf.int64) for h in hist],
+                        [tf.constant(t, tf.int64) for t in tgt],
+                        tf.constant(hist_len), tf.fill([batch], targets))
+    return rng, view, queries, mask, dense, pairs
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("sink,recency", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("case", ["sparse", "negative bias", "bias above the cap", "dense"])
+def test_match_pairs_give_the_dense_prior_in_each_way(form, sink, recency, case, monkeypatch):
+    """Pairs applied sparsely (non-negative bias up to the cap, few pairs) or scattered
+    into a dense bias (otherwise) give the naive reference of the dense matches."""
+    rng, view, queries, mask, dense, pairs = _pair_case(7, 40 if case != "dense" else 3)
+    layer = STCAAttention(16, 4, num_match_fields=2, attention_sink=sink, attention_form=form,
+                          recency_buckets=5 if recency else 0)
+    layer.build(None)
+    beta = {"sparse": rng.uniform(0.5, 9.0, size=(2, 4)),
+            "negative bias": rng.uniform(-3.0, 3.0, size=(2, 4)),
+            "bias above the cap": rng.uniform(61.0, 70.0, size=(2, 4)),
+            "dense": rng.uniform(0.5, 9.0, size=(2, 4))}[case]
+    layer.match_bias.assign(beta)
+    age = None
+    if recency:
+        layer.recency_bias.assign(rng.normal(size=(5, 4)))
+        age = rng.integers(0, 5, size=mask.shape)
+    if sink:
+        layer.sink_logit.assign(rng.normal(size=4))
+    sparse_calls = []
+    original = STCAAttention._attend_pairs
+    monkeypatch.setattr(STCAAttention, "_attend_pairs",
+                        lambda self, *a: sparse_calls.append(1) or original(self, *a))
+    out = layer(view, queries, mask, id_match=pairs, age_bucket=age).numpy()
+    expected = naive_attention(layer, view, queries, mask, dense, age)
+    np.testing.assert_allclose(out, expected, atol=REFERENCE_ATOL, rtol=1e-5)
+    assert bool(sparse_calls) == (case == "sparse")      # eager tf.cond runs one branch
+    keys, values = layer.project_history(view)
+    np.testing.assert_allclose(
+        layer.attend_projected(keys, values, queries, mask, pairs, age).numpy(), expected,
+        atol=REFERENCE_ATOL, rtol=1e-5)
+    assert int(tf.size(pairs.row)) > (40 if case == "dense" else 3)
+    # The prior matters here: without it the outputs differ.
+    assert np.abs(expected - naive_attention(layer, view, queries, mask, None, age)).max() > 1e-2

@@ -76,10 +76,11 @@ def match_pairs(history_ids: Sequence[tf.Tensor], target_ids: Sequence[tf.Tensor
                 history_len: tf.Tensor, target_len: tf.Tensor) -> MatchPairs:
     """The matches of `id_match` among valid events and targets, as `MatchPairs`.
 
-    Per field, the history IDs are sorted once per row and each target finds its run of
-    equal IDs by binary search: O((M + L) log L + n) instead of the M x L comparisons of
-    `id_match`. Padded events (j >= history_len) and padded targets (m >= target_len)
-    never match (attention gives them no weight, or their scores are discarded).
+    Per field, the targets' IDs are sorted once per row and each history event finds its
+    run of equal target IDs by binary search: O((M + L) log M + n) instead of the M x L
+    comparisons of `id_match` (M <= L in serving and training; the history is not
+    sorted). Padded events (j >= history_len) and padded targets (m >= target_len) never
+    match (attention gives them no weight, or their scores are discarded).
 
     Args:
       history_ids: F tensors [B, L] int64. target_ids: F tensors [B, M] int64.
@@ -99,17 +100,19 @@ def match_pairs(history_ids: Sequence[tf.Tensor], target_ids: Sequence[tf.Tensor
     keys, field_of = [], []
     for f, (hist, tgt) in enumerate(zip(history_ids, target_ids)):
         hist, tgt = tf.cast(hist, tf.int64), tf.cast(tgt, tf.int64)
-        order = tf.argsort(hist, axis=-1)                                       # [B, L]
-        ordered = tf.gather(hist, order, batch_dims=1)
-        start = tf.searchsorted(ordered, tgt, side="left")                      # [B, M]
-        stop = tf.where(tgt_valid, tf.searchsorted(ordered, tgt, side="right"), start)
+        order = tf.argsort(tgt, axis=-1)                                        # [B, M]
+        ordered = tf.gather(tgt, order, batch_dims=1)
+        start = tf.searchsorted(ordered, hist, side="left")                     # [B, L]
+        stop = tf.where(hist_valid, tf.searchsorted(ordered, hist, side="right"), start)
         runs = tf.ragged.range(tf.reshape(start, [-1]), tf.reshape(stop, [-1]))
-        row = tf.cast(runs.value_rowids(), tf.int32)                            # b * M + m
-        b = row // targets
-        event = tf.gather(tf.reshape(order, [-1]), b * length + runs.flat_values)
-        # A padded event holds any ID (often 0, like the padded targets): drop it here.
-        keep = tf.gather(tf.reshape(hist_valid, [-1]), b * length + event)
-        row, event = tf.boolean_mask(row, keep), tf.boolean_mask(event, keep)
+        event_row = tf.cast(runs.value_rowids(), tf.int32)                      # b * L + j
+        b = event_row // length
+        row = b * targets + tf.gather(tf.reshape(order, [-1]),
+                                      b * targets + runs.flat_values)          # b * M + m
+        # A padded target holds any ID (often 0): drop it here.
+        keep = tf.gather(tf.reshape(tgt_valid, [-1]), row)
+        row = tf.boolean_mask(row, keep)
+        event = tf.boolean_mask(event_row - b * length, keep)
         keys.append(tf.cast(row, tf.int64) * tf.cast(length, tf.int64)
                     + tf.cast(event, tf.int64))
         field_of.append(tf.fill(tf.shape(row), f))

@@ -74,7 +74,8 @@ class STCAAttention(keras.layers.Layer):
     matches as `MatchPairs` (`match_pairs`: inference, where matches are rare: the prior
     is then applied at the pairs, without a score-sized bias, see `_attend_pairs`); with
     recency_buckets > 0 age_bucket [B, L] int in [0, A) (`event_embedding.time_delta_bucket`);
-    `training` (Python bool or None) only steers the "auto" form.
+    `training` (Python bool or None) steers the "auto" form, and outside training lets an
+    unpadded batch skip the masking pass.
     Output: [B, M, d]; a request without valid history gives the zero vector before W_O.
 
     Example:

@@ -55,6 +55,10 @@ VARIANTS = {
                              FINE_BUCKETS, "model.attention_form=projected"]),
     "lazy_xla_fine": ("lazy Adam, XLA on, 9 buckets",
                       ["train.optimizer=lazy_adam", "train.jit_compile=true", FINE_BUCKETS]),
+    # A/B of a later model change: run with --before-commit set to the commit before it.
+    "before_lazy_fine": ("the code of --before-commit with lazy_fine's overrides",
+                         ["train.optimizer=lazy_adam", "train.jit_compile=false",
+                          FINE_BUCKETS]),
 }
 
 

@@ -12,8 +12,8 @@ everywhere and an X~ cache). All SavedModels are loaded in this process with
 tf.saved_model.load and each signature is called directly (no RPC, no JSON/proto
 encoding). One request (B=1) with a full history of L events and m candidates, built by
 the client's request builders, with ID matches planted at the density of the synthetic
-logs (`plant_id_matches`; the share is in each row's id_match_share). After --warmup calls of each way, --repeats timed calls
-give p50 and p99; the ways take turns call by call, so load from other processes on a
+logs (`plant_id_matches`; the share is in each row's id_match_share). After --warmup
+calls of each way, --repeats timed calls give p50 and p99; the ways take turns call by call, so load from other processes on a
 shared machine affects all of them alike.
 
 Ways to score the m candidates of one request (after = this code, before = BEFORE_COMMIT):
@@ -329,7 +329,8 @@ def main(argv=None) -> int:
         "machine": machine,
         "before_commit": args.before,
         "workload": {"model": "defaults: d_model=64, num_heads=4, num_layers=3, rankmixer "
-                              "head; freshly initialised (latency does not depend on weights)",
+                              "head; freshly initialised (latency depends on the weights only "
+                              "through the ID-match prior's size)",
                      "id_match": "planted at about the density of the synthetic logs "
                                  "(plant_id_matches): the ID-match prior's cost depends "
                                  "on it",

@@ -72,8 +72,8 @@ class STCAEncoder(SequenceEncoder):
         (`STCAAttention`, model.recency=attention); call and score then take age_bucket.
 
     Inputs of `call`: events [B, L, d], history_mask [B, L] bool, targets [B, M, d],
-    id_match [B, F, M, L] bool or `MatchPairs` when num_match_fields > 0, and age_bucket [B, L] int in
-    [0, A) when recency_buckets > 0 (also inputs of `score`).
+    id_match [B, F, M, L] bool or `MatchPairs` when num_match_fields > 0, and
+    age_bucket [B, L] int in [0, A) when recency_buckets > 0 (also inputs of `score`).
     Output: z [B, M, d].
 
     Example:

@@ -5,6 +5,8 @@ from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
+from model.layers.masking import length_mask
+
 # model.id_match names (core.config.ID_MATCH_FIELDS) -> (history input, target input).
 ID_MATCH_INPUTS = {"item": ("hist_item_id", "tgt_item_id"),
                    "author": ("hist_author_id", "tgt_author_id")}
@@ -95,8 +97,8 @@ def match_pairs(history_ids: Sequence[tf.Tensor], target_ids: Sequence[tf.Tensor
                          f"got {len(history_ids)} and {len(target_ids)}")
     shape_h, shape_t = tf.shape(history_ids[0]), tf.shape(target_ids[0])
     batch, length, targets = shape_h[0], shape_h[1], shape_t[1]
-    hist_valid = tf.sequence_mask(tf.cast(history_len, tf.int32), length)       # [B, L]
-    tgt_valid = tf.sequence_mask(tf.cast(target_len, tf.int32), targets)        # [B, M]
+    hist_valid = length_mask(history_len, length)                               # [B, L]
+    tgt_valid = length_mask(target_len, targets)                                # [B, M]
     keys, field_of = [], []
     for f, (hist, tgt) in enumerate(zip(history_ids, target_ids)):
         hist, tgt = tf.cast(hist, tf.int64), tf.cast(tgt, tf.int64)

@@ -71,13 +71,12 @@ def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1,
       float32 weights; rows without a valid position (empty histories) are all zeros.
     """
     scores = tf.cast(scores, tf.float32)
-    if mask is not None:
-        mask = tf.cast(mask, tf.bool)
     # The penalty and the final zeroing broadcast the mask in its own (small) shape: no
     # score-sized mask is built. s + (-1e30) rounds to -1e30 for any real score, so masked
     # positions of a row with a valid position get exactly 0; rows without one are
     # zeroed by the last step.
     if mask is not None:
+        mask = tf.cast(mask, tf.bool)
         scores = scores + tf.where(mask, 0.0, _MASKED_SCORE)
     if sink is None:
         weights = tf.nn.softmax(scores, axis=axis)

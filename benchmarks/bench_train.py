@@ -33,6 +33,7 @@ from common import BEFORE_COMMIT, median, source_tree, write_result
 REPO = str(common.REPO)
 FINE_BUCKETS = "train.bucket_boundaries=[64,96,128,192,256,384,512,768,1024]"
 OLD_BUCKETS = "train.bucket_boundaries=[128,256,512,1024]"  # the results config's before
+LAZY_FINE = ["train.optimizer=lazy_adam", "train.jit_compile=false", FINE_BUCKETS]
 # name -> (what changes, overrides on top of the results config); "before*" variants run
 # the code of --before-commit (the commit before the throughput work), the rest this tree.
 VARIANTS = {
@@ -48,17 +49,15 @@ VARIANTS = {
                  ["train.optimizer=lazy_adam", "train.jit_compile=true", OLD_BUCKETS]),
     "lazy_fine": ("lazy Adam, XLA off, 9 buckets (the results config now; STCA trains in "
                   "the reordered attention form under model.attention_form=auto)",
-                  ["train.optimizer=lazy_adam", "train.jit_compile=false", FINE_BUCKETS]),
+                  LAZY_FINE),
     "lazy_fine_projected": ("lazy Adam, XLA off, 9 buckets, the projected attention form "
                             "(what auto picked for training at d=32, M=16 before)",
-                            ["train.optimizer=lazy_adam", "train.jit_compile=false",
-                             FINE_BUCKETS, "model.attention_form=projected"]),
+                            LAZY_FINE + ["model.attention_form=projected"]),
     "lazy_xla_fine": ("lazy Adam, XLA on, 9 buckets",
                       ["train.optimizer=lazy_adam", "train.jit_compile=true", FINE_BUCKETS]),
     # A/B of a later model change: run with --before-commit set to the commit before it.
     "before_lazy_fine": ("the code of --before-commit with lazy_fine's overrides",
-                         ["train.optimizer=lazy_adam", "train.jit_compile=false",
-                          FINE_BUCKETS]),
+                         LAZY_FINE),
 }
 
 

@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import common
@@ -99,6 +100,75 @@ def train_once(data: str, model_dir: str, overrides: list[str], tree: str) -> di
     return row
 
 
+# The op types of matrix products in a TF profile of the CPU step (oneDNN's _Mkl* kernels).
+MATMUL_OPS = ("_MklMatMul", "_MklBatchMatMulV2", "_MklEinsum", "_MklFusedMatMul", "MatMul",
+              "BatchMatMulV2", "Einsum")
+# (rows, inner, cols) of the d = 32 step's matrix products (event FFN, view FFN, head) and a
+# large square one: the matmul rate each shape reaches on this machine.
+MATMUL_SHAPES = ((16384, 32, 64), (16384, 64, 32), (4096, 128, 256), (2048, 2048, 2048))
+
+
+def matmul_gflops(n: int, k: int, m: int, repeats: int = 30) -> float:
+    import tensorflow as tf  # lazy: only the --profile part of this benchmark uses TF here
+    a, b = tf.random.normal([n, k]), tf.random.normal([k, m])
+    fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    for _ in range(3):
+        fn().numpy()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn().numpy()
+        times.append(time.perf_counter() - t0)
+    return 2 * n * k * m / median(times) / 1e9
+
+
+def profile_steps(lengths, budget: int, slots: int, steps: int = 3) -> dict:
+    """Where a step of the results config's model goes (lazy Adam, XLA off; TF profiler op
+    time): at each L, a budget-sized batch of full histories with `slots` target slots,
+    4-12 of them valid (as the synthetic log's requests), and the share of matrix
+    products. If every other op took no time, a step would be at most 1 / share faster."""
+    import tensorflow as tf  # lazy: as above
+    import profile_ops
+    from bench_perf import _step, train_step_fn
+    from common import synthetic_batch
+    from core.config import load_config
+    cfg = load_config(None, results_config.settings("synth", quick=False)["model"])
+    step_fn = train_step_fn(cfg.model, optimizer="lazy_adam")
+    rows = []
+    for length in lengths:
+        requests = max(1, budget // length)
+        valid = [min(slots, 4 + i % 9) for i in range(requests)]
+        step = _step(step_fn, synthetic_batch(requests, length, slots, tgt_len=valid))
+        for _ in range(3):
+            step()
+        times = []
+        for _ in range(8):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        with tempfile.TemporaryDirectory() as logdir:
+            tf.profiler.experimental.start(logdir)
+            for _ in range(steps):
+                step()
+            tf.profiler.experimental.stop()
+            summary = profile_ops.summarize(logdir, steps, top=40)
+        share = sum(r["share"] for r in summary["by_type"] if r["op"] in MATMUL_OPS)
+        rows.append({"L": length, "requests": requests, "target_slots": slots,
+                     "valid_targets": sum(valid), "step_ms": 1e3 * median(times),
+                     "valid_tokens_per_s": requests * length / median(times),
+                     "op_ms_per_step": summary["op_ms_per_step"], "matmul_share": share,
+                     "by_type": summary["by_type"][:10], "by_scope": summary["by_scope"]})
+        print(f"profile L={length}: step {rows[-1]['step_ms']:.1f} ms, matmul share "
+              f"{share:.0%}", flush=True)
+    smallest = min(r["matmul_share"] for r in rows)
+    return {"model": {"d_model": cfg.model.d_model, "num_heads": cfg.model.num_heads,
+                      "num_layers": cfg.model.num_layers, "head_width": cfg.model.head_width},
+            "token_budget": budget, "rows": rows, "smallest_matmul_share": smallest,
+            "max_speedup_if_only_matmuls": 1 / smallest,
+            "matmul_gflops": [{"shape": list(s), "gflops": matmul_gflops(*s)}
+                              for s in MATMUL_SHAPES]}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="40 users, 80 steps")
@@ -109,6 +179,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--before-commit", default=BEFORE_COMMIT,
                     help="the code before* variants run ('' skips them)")
+    ap.add_argument("--profile-lengths", default="64,256,1024",
+                    help="L of the op-time profile of the step ('' skips it)")
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
                                                   "bench_train.json"))
     args = ap.parse_args(argv)
@@ -165,6 +237,14 @@ def main(argv=None) -> dict:
               "before_commit": args.before_commit, "quick": args.quick, "steps": steps,
               "rounds": args.rounds, "data": os.path.relpath(data, REPO),
               "base_overrides": base_overrides(steps), "rows": rows}
+    if args.profile_lengths:
+        lazy_fine = next((r for r in rows if r["variant"] == "lazy_fine"), None)
+        result["profile"] = profile_steps(
+            [int(x) for x in args.profile_lengths.split(",")],
+            results_config.settings("synth", quick=args.quick)["budget"], slots=16)
+        if lazy_fine is not None:  # the most the aim's ratio could reach by removing ops
+            result["profile"]["lazy_fine_ratio_bound"] = (
+                lazy_fine["valid_ratio"] * result["profile"]["max_speedup_if_only_matmuls"])
     return write_result(result, args.out, load_start)
 
 

@@ -105,13 +105,15 @@ def run_job(script: str, job: dict, timeout: float) -> dict:
 
 
 # --------------------------------------------------------------------------- workload
-def synthetic_batch(requests: int, length: int, targets: int, seed: int = 0):
+def synthetic_batch(requests: int, length: int, targets: int, seed: int = 0, tgt_len=None):
     """One request-level training batch (core.random_inputs): `requests` requests, each with
-    a full history of `length` events and `targets` targets, random labels for TASKS."""
+    a full history of `length` events and `targets` target slots, all valid unless
+    `tgt_len` (valid targets per request) says otherwise; random labels for TASKS."""
     import tensorflow as tf
     from core.random_inputs import random_requests
     inputs, labels = random_requests(requests, length, targets, seed,
-                                     hist_len=[length] * requests, tgt_len=[targets] * requests,
+                                     hist_len=[length] * requests,
+                                     tgt_len=[targets] * requests if tgt_len is None else tgt_len,
                                      tasks=TASKS)
     return ({k: tf.constant(v) for k, v in inputs.items()},
             {k: tf.constant(v) for k, v in labels.items()})

@@ -146,6 +146,16 @@ def pair_head_index(pairs: MatchPairs, heads) -> tf.Tensor:
                      else tf.broadcast_to(v[:, None], size) for v in per_pair], axis=-1)
 
 
+def pair_head_rows(pairs: MatchPairs, heads) -> tf.Tensor:
+    """[n, h] int64 (b * h + head) * M + m: each pair's row of a [B, h, M, ...] tensor
+    whose first three axes are flattened into one."""
+    targets = tf.cast(pairs.shape[1], tf.int64)
+    row = tf.cast(pairs.row, tf.int64)
+    b, m = row // targets, row % targets
+    head = tf.range(tf.cast(heads, tf.int64), dtype=tf.int64)
+    return ((b * tf.cast(heads, tf.int64))[:, None] + head[None, :]) * targets + m[:, None]
+
+
 def dense_pair_bias(pairs: MatchPairs, bias: tf.Tensor) -> tf.Tensor:
     """Per-pair biases [n, h] -> the `match_bias` layout [B, h, M, L] float32."""
     heads = tf.shape(bias)[1]

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.id_match import (dense_pair_bias, id_match, match_bias, match_pairs, pair_bias,
-                                   pair_head_index)
+                                   pair_head_index, pair_head_rows)
 
 
 def test_matches_a_python_loop_over_raw_ids():
@@ -90,3 +90,8 @@ def test_dense_pair_bias_is_match_bias_of_the_valid_matches():
     index = pair_head_index(pairs, 4).numpy()                             # [n, h, 4]
     assert index.shape == (pairs.row.shape[0], 4, 4)
     assert (dense[tuple(index.reshape(-1, 4).T)] != 0).all()
+    # the same places as rows of the [B h M, L] flattening
+    rows = pair_head_rows(pairs, 4).numpy()                               # [n, h]
+    b, head, m, j = np.moveaxis(index, -1, 0)
+    np.testing.assert_array_equal(rows, (b * 4 + head) * 3 + m)
+    np.testing.assert_array_equal(dense.reshape(2 * 4 * 3, 9)[rows, j], dense[b, head, m, j])

@@ -65,9 +65,10 @@ def train_step_fn(cfg, jit: bool = False, optimizer: str = "adam"):
     return tf.function(net.train_step, jit_compile=jit)
 
 
-def matmul_fn(n: int):
+def matmul_fn(n: int, k: int | None = None, m: int | None = None):
+    """A [n, k] x [k, m] float32 product (square n x n by default) as a callable."""
     import tensorflow as tf
-    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    a, b = tf.random.normal([n, k or n]), tf.random.normal([k or n, m or n])
     fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
     return lambda: fn().numpy()
 

@@ -108,28 +108,14 @@ MATMUL_OPS = ("_MklMatMul", "_MklBatchMatMulV2", "_MklEinsum", "_MklFusedMatMul"
 MATMUL_SHAPES = ((16384, 32, 64), (16384, 64, 32), (4096, 128, 256), (2048, 2048, 2048))
 
 
-def matmul_gflops(n: int, k: int, m: int, repeats: int = 30) -> float:
-    import tensorflow as tf  # lazy: only the --profile part of this benchmark uses TF here
-    a, b = tf.random.normal([n, k]), tf.random.normal([k, m])
-    fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    for _ in range(3):
-        fn().numpy()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn().numpy()
-        times.append(time.perf_counter() - t0)
-    return 2 * n * k * m / median(times) / 1e9
-
-
 def profile_steps(lengths, budget: int, slots: int, steps: int = 3) -> dict:
     """Where a step of the results config's model goes (lazy Adam, XLA off; TF profiler op
     time): at each L, a budget-sized batch of full histories with `slots` target slots,
     4-12 of them valid (as the synthetic log's requests), and the share of matrix
     products. If every other op took no time, a step would be at most 1 / share faster."""
-    import tensorflow as tf  # lazy: as above
+    import tensorflow as tf  # lazy: only this part of the benchmark uses TF in-process
     import profile_ops
-    from bench_perf import _step, train_step_fn
+    from bench_perf import _step, matmul_fn, round_robin, train_step_fn
     from common import synthetic_batch
     from core.config import load_config
     cfg = load_config(None, results_config.settings("synth", quick=False)["model"])
@@ -139,13 +125,7 @@ def profile_steps(lengths, budget: int, slots: int, steps: int = 3) -> dict:
         requests = max(1, budget // length)
         valid = [min(slots, 4 + i % 9) for i in range(requests)]
         step = _step(step_fn, synthetic_batch(requests, length, slots, tgt_len=valid))
-        for _ in range(3):
-            step()
-        times = []
-        for _ in range(8):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+        seconds = round_robin({"step": step}, rounds=8)["step"]["median_s"]
         with tempfile.TemporaryDirectory() as logdir:
             tf.profiler.experimental.start(logdir)
             for _ in range(steps):
@@ -154,19 +134,20 @@ def profile_steps(lengths, budget: int, slots: int, steps: int = 3) -> dict:
             summary = profile_ops.summarize(logdir, steps, top=40)
         share = sum(r["share"] for r in summary["by_type"] if r["op"] in MATMUL_OPS)
         rows.append({"L": length, "requests": requests, "target_slots": slots,
-                     "valid_targets": sum(valid), "step_ms": 1e3 * median(times),
-                     "valid_tokens_per_s": requests * length / median(times),
+                     "valid_targets": sum(valid), "step_ms": 1e3 * seconds,
+                     "valid_tokens_per_s": requests * length / seconds,
                      "op_ms_per_step": summary["op_ms_per_step"], "matmul_share": share,
                      "by_type": summary["by_type"][:10], "by_scope": summary["by_scope"]})
         print(f"profile L={length}: step {rows[-1]['step_ms']:.1f} ms, matmul share "
               f"{share:.0%}", flush=True)
     smallest = min(r["matmul_share"] for r in rows)
+    products = round_robin({shape: matmul_fn(*shape) for shape in MATMUL_SHAPES}, rounds=30)
     return {"model": {"d_model": cfg.model.d_model, "num_heads": cfg.model.num_heads,
                       "num_layers": cfg.model.num_layers, "head_width": cfg.model.head_width},
             "token_budget": budget, "rows": rows, "smallest_matmul_share": smallest,
             "max_speedup_if_only_matmuls": 1 / smallest,
-            "matmul_gflops": [{"shape": list(s), "gflops": matmul_gflops(*s)}
-                              for s in MATMUL_SHAPES]}
+            "matmul_gflops": [{"shape": list(s), "gflops": 2 * s[0] * s[1] * s[2]
+                               / products[s]["median_s"] / 1e9} for s in MATMUL_SHAPES]}
 
 
 def main(argv=None) -> dict:

@@ -13,8 +13,8 @@ tf.saved_model.load and each signature is called directly (no RPC, no JSON/proto
 encoding). One request (B=1) with a full history of L events and m candidates, built by
 the client's request builders, with ID matches planted at the density of the synthetic
 logs (`plant_id_matches`; the share is in each row's id_match_share). After --warmup
-calls of each way, --repeats timed calls give p50 and p99; the ways take turns call by call, so load from other processes on a
-shared machine affects all of them alike.
+calls of each way, --repeats timed calls give p50 and p99; the ways take turns call by
+call, so load from other processes on a shared machine affects all of them alike.
 
 Ways to score the m candidates of one request (after = this code, before = BEFORE_COMMIT):
   serving_default   one call with all m candidates (user side computed once, shared);

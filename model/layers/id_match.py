@@ -137,15 +137,6 @@ def pair_bias(pairs: MatchPairs, weights: tf.Tensor) -> tf.Tensor:
     return tf.matmul(pairs.fields, tf.cast(weights, tf.float32))
 
 
-def pair_head_index(pairs: MatchPairs, heads) -> tf.Tensor:
-    """[n, h, 4] int32 (b, head, m, j): where each pair's weight sits in [B, h, M, L]."""
-    n, targets = tf.size(pairs.row), pairs.shape[1]
-    size = tf.stack([n, heads])
-    per_pair = [pairs.row // targets, None, pairs.row % targets, pairs.event]
-    return tf.stack([tf.broadcast_to(tf.range(heads)[None, :], size) if v is None
-                     else tf.broadcast_to(v[:, None], size) for v in per_pair], axis=-1)
-
-
 def pair_head_rows(pairs: MatchPairs, heads) -> tf.Tensor:
     """[n, h] int64 (b * h + head) * M + m: each pair's row of a [B, h, M, ...] tensor
     whose first three axes are flattened into one."""
@@ -159,5 +150,10 @@ def pair_head_rows(pairs: MatchPairs, heads) -> tf.Tensor:
 def dense_pair_bias(pairs: MatchPairs, bias: tf.Tensor) -> tf.Tensor:
     """Per-pair biases [n, h] -> the `match_bias` layout [B, h, M, L] float32."""
     heads = tf.shape(bias)[1]
+    head_row = pair_head_rows(pairs, heads)                                 # [n, h]
+    event = tf.broadcast_to(tf.cast(pairs.event, tf.int64)[:, None], tf.shape(head_row))
     shape = tf.stack([pairs.shape[0], heads, pairs.shape[1], pairs.shape[2]])
-    return tf.scatter_nd(pair_head_index(pairs, heads), bias, shape)
+    rows = tf.cast(tf.reduce_prod(shape[:3]), tf.int64)
+    flat = tf.scatter_nd(tf.stack([head_row, event], axis=-1), bias,
+                         tf.stack([rows, tf.cast(pairs.shape[2], tf.int64)]))  # [B h M, L]
+    return tf.reshape(flat, shape)

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import model  # noqa: F401
 from model.layers.id_match import (dense_pair_bias, id_match, match_bias, match_pairs, pair_bias,
-                                   pair_head_index, pair_head_rows)
+                                   pair_head_rows)
 
 
 def test_matches_a_python_loop_over_raw_ids():
@@ -87,11 +87,12 @@ def test_dense_pair_bias_is_match_bias_of_the_valid_matches():
     match = id_match([tf.constant(h, tf.int64) for h in hist],
                      [tf.constant(t, tf.int64) for t in tgt])
     np.testing.assert_allclose(dense, match_bias(match, weights).numpy(), atol=1e-6)
-    index = pair_head_index(pairs, 4).numpy()                             # [n, h, 4]
-    assert index.shape == (pairs.row.shape[0], 4, 4)
-    assert (dense[tuple(index.reshape(-1, 4).T)] != 0).all()
-    # the same places as rows of the [B h M, L] flattening
+    # each pair's rows of the [B h M, L] flattening, one per head, hold its biases
     rows = pair_head_rows(pairs, 4).numpy()                               # [n, h]
-    b, head, m, j = np.moveaxis(index, -1, 0)
-    np.testing.assert_array_equal(rows, (b * 4 + head) * 3 + m)
-    np.testing.assert_array_equal(dense.reshape(2 * 4 * 3, 9)[rows, j], dense[b, head, m, j])
+    b, m = pairs.row.numpy() // 3, pairs.row.numpy() % 3
+    assert rows.shape == (len(b), 4)
+    np.testing.assert_array_equal(rows, (b[:, None] * 4 + np.arange(4)) * 3 + m[:, None])
+    j = pairs.event.numpy()[:, None]
+    np.testing.assert_allclose(dense.reshape(2 * 4 * 3, 9)[rows, j],
+                               pair_bias(pairs, weights).numpy(), atol=1e-6)
+    assert (dense.reshape(2 * 4 * 3, 9)[rows, j] != 0).all()

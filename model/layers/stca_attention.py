@@ -5,6 +5,7 @@ import math
 
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled
 
 from model.flops import ATTENTION_FORMS, projected_attention_is_cheaper
 from model.layers.common import check_heads_divide, check_positive, clone_initializer
@@ -266,11 +267,18 @@ class STCAAttention(keras.layers.Layer):
         width = rows.shape[-1]
         dense = tf.cast(tf.reshape(rows, [-1, width]), tf.float32)
         num_rows = tf.cast(tf.size(context) // width, tf.int64)                # B h M
-        sparse = tf.sparse.SparseTensor(
-            tf.stack([tf.reshape(head_row, [-1]), tf.reshape(column, [-1])], axis=1),
-            tf.reshape(weight, [-1]),
-            tf.stack([num_rows, tf.cast(tf.shape(dense)[0], tf.int64)]))
-        num = tf.reshape(tf.sparse.sparse_dense_matmul(sparse, dense), tf.shape(context))
+        if tf_config.is_op_determinism_enabled():
+            # The GPU sparse x dense kernel raises under op determinism; a gather and a
+            # segment sum (deterministic on every device) compute the same sum.
+            num = tf.math.unsorted_segment_sum(
+                weight[..., None] * tf.gather(dense, column), head_row, num_rows)
+        else:
+            sparse = tf.sparse.SparseTensor(
+                tf.stack([tf.reshape(head_row, [-1]), tf.reshape(column, [-1])], axis=1),
+                tf.reshape(weight, [-1]),
+                tf.stack([num_rows, tf.cast(tf.shape(dense)[0], tf.int64)]))
+            num = tf.sparse.sparse_dense_matmul(sparse, dense)
+        num = tf.reshape(num, tf.shape(context))
         den = tf.math.unsorted_segment_sum(tf.reshape(weight, [-1]), tf.reshape(head_row, [-1]),
                                            num_rows)
         den = tf.reshape(den, tf.shape(context)[:3])

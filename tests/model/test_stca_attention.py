@@ -1,4 +1,7 @@
 import functools
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import tensorflow as tf
 import model  # noqa: F401
 from model.layers.id_match import id_match, match_pairs
 from model.layers.stca_attention import STCAAttention
+from tests.helpers.env import REPO, subprocess_env
 from tests.helpers.layers import (REFERENCE_ATOL, REORDER_ATOL, SAME_PATH_ATOL,
                                   assert_config_round_trip)
 
@@ -328,3 +332,45 @@ def test_match_pairs_give_the_dense_prior_in_each_way(form, sink, recency, case,
     assert int(tf.size(pairs.row)) > (40 if case == "dense" else 3)
     # The prior matters here: without it the outputs differ.
     assert np.abs(expected - naive_attention(layer, view, queries, mask, None, age)).max() > 1e-2
+
+
+_DETERMINISTIC_PAIRS = """
+import json
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import config
+from model.layers.stca_attention import STCAAttention
+from tests.model.test_stca_attention import _pair_case, naive_attention
+
+def op_types(fn, *args):
+    graph = fn.get_concrete_function(*args).graph.as_graph_def()
+    return {n.op for n in graph.node} | {n.op for f in graph.library.function
+                                         for n in f.node_def}
+
+rng, view, queries, mask, dense, pairs = _pair_case(7, 40)
+layer = STCAAttention(16, 4, num_match_fields=2)
+layer.build(None)
+layer.match_bias.assign(rng.uniform(0.5, 9.0, size=(2, 4)))
+out = {}
+for deterministic in (True, False):
+    (config.enable_op_determinism if deterministic else config.disable_op_determinism)()
+    fn = tf.function(lambda v, q: layer(v, q, mask, id_match=pairs))
+    out[deterministic] = {"ops": sorted(op_types(fn, view, queries)),
+                          "y": fn(view, queries).numpy().tolist()}
+out["reference"] = naive_attention(layer, view, queries, mask, dense).tolist()
+print(json.dumps(out, default=str))
+"""
+
+
+def test_op_determinism_keeps_the_pairs_off_the_sparse_matmul():
+    """Under op determinism (train.deterministic) the pairs' sum runs as a gather and a
+    segment sum: TF's GPU sparse x dense kernel raises there. Same outputs either way."""
+    proc = subprocess.run([sys.executable, "-c", _DETERMINISTIC_PAIRS], cwd=REPO,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    on, off = out["true"], out["false"]
+    assert "SparseTensorDenseMatMul" not in on["ops"] and "UnsortedSegmentSum" in on["ops"]
+    assert "SparseTensorDenseMatMul" in off["ops"]
+    np.testing.assert_allclose(on["y"], out["reference"], atol=REFERENCE_ATOL, rtol=1e-5)
+    np.testing.assert_allclose(on["y"], off["y"], atol=SAME_PATH_ATOL, rtol=1e-6)

@@ -362,6 +362,7 @@ print(json.dumps(out, default=str))
 """
 
 
+@pytest.mark.slow  # a child process
 def test_op_determinism_keeps_the_pairs_off_the_sparse_matmul():
     """Under op determinism (train.deterministic) the pairs' sum runs as a gather and a
     segment sum: TF's GPU sparse x dense kernel raises there. Same outputs either way."""

@@ -6,6 +6,7 @@ benchmarks/aims.yaml): a template, aim or renderer change without regenerating t
 fails here. The tools run as the scripts they are (their folder first on sys.path).
 """
 import difflib
+import json
 import pathlib
 import subprocess
 import sys
@@ -58,3 +59,30 @@ sys.exit(1 if bad else 0)
 """
     proc = _run("-c", code, cwd=BENCHMARKS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_line_fit_filter_is_least_squares():
+    """The `line_fit` filter (the serving aims' fixed + per-candidate cost) against
+    numpy.polyfit, on an exact line and on scattered points."""
+    code = """
+import json, numpy as np
+from report import render_string
+xs, ys = [64, 256, 1024, 300], [9.6, 24.4, 83.7, 30.1]
+fit = render_string("{{ (xs | line_fit(ys)) | tojson }}", xs=xs, ys=ys)
+exact = render_string("{{ (xs | line_fit(ys)) | tojson }}", xs=[1, 2, 3], ys=[5, 7, 9])
+try:
+    render_string("{{ xs | line_fit(ys) }}", xs=[2, 2], ys=[1, 3])
+    raised = False
+except ValueError:
+    raised = True
+slope, intercept = np.polyfit(xs, ys, 1)
+residual = np.max(np.abs(np.array(ys) - intercept - slope * np.array(xs)) / np.array(ys))
+print(json.dumps([json.loads(fit), json.loads(exact), raised, [intercept, slope, residual]]))
+"""
+    proc = _run("-c", code, cwd=BENCHMARKS)
+    assert proc.returncode == 0, proc.stderr
+    fit, exact, raised, (intercept, slope, residual) = json.loads(proc.stdout)
+    assert abs(fit["intercept"] - intercept) < 1e-9 and abs(fit["slope"] - slope) < 1e-12
+    assert abs(fit["max_rel_residual"] - residual) < 1e-12 and residual > 1e-3
+    assert exact == {"intercept": 3.0, "slope": 2.0, "max_rel_residual": 0.0}
+    assert raised

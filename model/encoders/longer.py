@@ -6,7 +6,7 @@ import tf_keras as keras
 
 from model.encoders.base import HIST_LEN, SequenceEncoder
 from model.flops import swiglu_flops
-from model.layers.common import check_heads_divide, check_positive
+from model.layers.common import check_heads_divide, check_positive, unstack_axis1
 from model.layers.id_match import match_bias
 from model.layers.longer_attention import LongerAttention
 from model.layers.masking import length_mask
@@ -309,7 +309,8 @@ class LongerEncoder(SequenceEncoder):
         bias = self._match_bias(id_match)
         if bias is not None:  # no bonus for the global tokens' columns
             bias = tf.pad(bias, [[0, 0], [0, 0], [0, 0], [p0, 0]])
-        x = self.attention_layers[0].attend(targets, sequence_kv[:, 0], sequence_kv[:, 1],
+        sequence_keys, sequence_values = unstack_axis1(sequence_kv, 2)
+        x = self.attention_layers[0].attend(targets, sequence_keys, sequence_values,
                                             masks[0], self_attend=True, bias=bias)
         for i, layer in enumerate(self.attention_layers[1:]):
             x = layer.attend(x, short_kv[:, i, 0], short_kv[:, i, 1], masks[1],

@@ -6,7 +6,7 @@ import tf_keras as keras
 
 from model.encoders.base import SequenceEncoder
 from model.flops import stca_attention_flops, stca_attention_form, swiglu_flops
-from model.layers.common import check_heads_divide, check_positive
+from model.layers.common import check_heads_divide, check_positive, unstack_axis1
 from model.layers.history_view import HistoryView
 from model.layers.id_match import MatchPairs
 from model.layers.stca_attention import STCAAttention
@@ -172,11 +172,12 @@ class STCAEncoder(SequenceEncoder):
         values = self.cast_cache(cache[HISTORY_VALUES])
         history_mask = self.history_mask(cache, tf.shape(keys)[3])
         id_match = _as_float(id_match)
+        keys, values = (unstack_axis1(x, self.num_layers) for x in (keys, values))
         outputs = []
         for i in range(self.num_layers):
             queries = self.queries[i](outputs + [targets])
             outputs.append(self.attentions[i].attend_projected(
-                keys[:, i], values[:, i], queries, history_mask, id_match=id_match,
+                keys[i], values[i], queries, history_mask, id_match=id_match,
                 age_bucket=age_bucket, training=training))
         return self.output_token(outputs + [targets])
 

@@ -38,3 +38,26 @@ def per_token_initializer(initializer, tokens: int, fan_in: int, fan_out: int):
         return tf.stack([clone_initializer(initializer)((fan_in, fan_out), dtype=dtype)
                          for _ in range(tokens)])
     return init
+
+
+def unstack_axis1(stacked: tf.Tensor, n: int) -> list[tf.Tensor]:
+    """[B, n, ...] -> n tensors [B, ...] (a cache's per-layer K / V), without copying
+    when B = 1.
+
+    TensorFlow's strided slice copies unless it cuts along axis 0, so `stacked[:, i]`
+    copies the whole slice (3 MB per call for STCA's K / V at L = 4096, d = 64). With one
+    row, which is every served request, the slices are taken along axis 0 of a
+    [n, ...] reshape instead and share the input's buffer; other batches copy.
+
+    Example:
+        keys = unstack_axis1(keys, 3)   # [B, 3, h, L, d_h] -> 3 x [B, h, L, d_h]
+    """
+    def one_row():
+        flat = tf.reshape(stacked, tf.shape(stacked)[1:])
+        return [flat[i:i + 1] for i in range(n)]
+
+    def rows():
+        return [stacked[:, i] for i in range(n)]
+    if stacked.shape[0] is not None:    # static batch: no branch
+        return one_row() if stacked.shape[0] == 1 else rows()
+    return tf.cond(tf.equal(tf.shape(stacked)[0], 1), one_row, rows)

@@ -5,7 +5,7 @@ import tf_keras as keras
 
 import model  # noqa: F401
 from model.layers.common import (check_positive, clone_initializer, ensure_built,
-                                 per_token_initializer)
+                                 per_token_initializer, unstack_axis1)
 from model.layers.swiglu import SwiGLU
 
 
@@ -33,3 +33,19 @@ def test_ensure_built_creates_variables_eagerly_inside_tf_function():
     assert build_then_call(tf.ones([1, 4])).shape == (1, 4) and layer.built
     with pytest.raises(ValueError, match="width must be an integer >= 1"):
         check_positive(width=0)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("static", [True, False])
+def test_unstack_axis1_gives_the_slices_of_axis1(batch, static):
+    """Each of the n outputs is stacked[:, i], for one row (the reshape path) and several,
+    with the batch known when tracing or not (the tf.cond path), bfloat16 too."""
+    rng = np.random.default_rng(batch)
+    for dtype in (tf.float32, tf.bfloat16):
+        stacked = tf.cast(rng.normal(size=(batch, 3, 2, 5, 4)), dtype)
+        spec = tf.TensorSpec([batch if static else None, 3, 2, None, 4], dtype)
+        parts = tf.function(lambda x: unstack_axis1(x, 3), input_signature=[spec])(stacked)
+        assert len(parts) == 3
+        for i, part in enumerate(parts):
+            assert part.shape == (batch, 2, 5, 4) and part.dtype == dtype
+            np.testing.assert_array_equal(part.numpy(), stacked.numpy()[:, i])

@@ -45,9 +45,9 @@ def unstack_axis1(stacked: tf.Tensor, n: int) -> list[tf.Tensor]:
     when B = 1.
 
     TensorFlow's strided slice copies unless it cuts along axis 0, so `stacked[:, i]`
-    copies the whole slice (3 MB per call for STCA's K / V at L = 4096, d = 64). With one
-    row, which is every served request, the slices are taken along axis 0 of a
-    [n, ...] reshape instead and share the input's buffer; other batches copy.
+    copies the whole slice (3 MB each for STCA's keys and values at L = 4096, d = 64).
+    With one row, which is every served request, the slices are taken along axis 0 of
+    a [n, ...] reshape instead and share the input's buffer; other batches copy.
 
     Example:
         keys = unstack_axis1(keys, 3)   # [B, 3, h, L, d_h] -> 3 x [B, h, L, d_h]
